@@ -1,0 +1,98 @@
+// Internal: per-worker timer heaps (Go >= 1.14 keeps one 4-ary heap per P).
+//
+// A timer_node is intrusive: it lives in the frame or object that waits. Two
+// firing modes:
+//   * fire_locked: called with the heap lock held. Must only claim a waiter and
+//     schedule a task (sleep, select's after()). Because firing completes under
+//     the lock, whoever later takes the lock to remove the node knows the firing
+//     is over and may free it.
+//   * fire_unlocked: called after the lock is released (context deadlines,
+//     tickers), because the callback takes other locks. The owner must keep the
+//     node alive: it holds a reference that the firing path or a successful
+//     remove() gives back (see context.cpp, ticker).
+// Removing a timer is O(log n) and frees nothing, so abandoned timeouts (every
+// select whose after() lost) cost nothing after they are removed.
+#pragma once
+
+#include <sluice/clock.hpp>
+#include <sluice/detail/spinlock.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <vector>
+
+namespace sluice::detail {
+
+class timer_heap;
+
+struct timer_node {
+  using fire_fn = void (*)(timer_node*) noexcept;
+  clock::time_point when{};
+  fire_fn fire = nullptr;
+  // At shutdown, nodes of the unlocked kind still in a heap get drop() instead of
+  // fire() so their owner can release what it holds.
+  fire_fn drop = nullptr;
+  bool fire_locked = true;
+  // Which heap holds the node, or nullptr. Written under that heap's lock; read
+  // without it only as a hint, then re-checked under the lock.
+  std::atomic<timer_heap*> heap{nullptr};
+  std::int32_t index = -1;
+};
+
+class timer_heap {
+ public:
+  timer_heap() = default;
+  timer_heap(const timer_heap&) = delete;
+  timer_heap& operator=(const timer_heap&) = delete;
+
+  spinlock& lock() noexcept { return mu_; }
+
+  // Requires lock() held.
+  void add_locked(timer_node* n);
+  // Requires lock() held. Returns false if the node was not in this heap.
+  bool remove_locked(timer_node* n) noexcept;
+
+  void add(timer_node* n) {
+    mu_.lock();
+    add_locked(n);
+    mu_.unlock();
+  }
+
+  // Removes n from whichever heap holds it; returns false if it was in none
+  // (it fired, or was never added).
+  static bool remove(timer_node* n) noexcept;
+
+  // Runs every timer due at `now`. Returns the number fired.
+  std::size_t run_expired(clock::time_point now);
+
+  // Nearest deadline without taking the lock (relaxed hint; exact under the lock).
+  std::int64_t earliest_ns() const noexcept { return earliest_.load(std::memory_order_acquire); }
+  static constexpr std::int64_t none = INT64_MAX;
+
+  std::size_t size_locked() const noexcept { return heap_.size(); }
+
+  // Shutdown: empties the heap, calling drop() on the nodes that have it.
+  void clear();
+
+ private:
+  void sift_up(std::size_t i) noexcept;
+  void sift_down(std::size_t i) noexcept;
+  void place(std::size_t i, timer_node* n) noexcept {
+    heap_[i] = n;
+    n->index = static_cast<std::int32_t>(i);
+  }
+  void update_earliest() noexcept;
+
+  spinlock mu_;
+  std::vector<timer_node*> heap_;
+  std::atomic<std::int64_t> earliest_{none};
+};
+
+// The timer heap of the worker running this thread; nullptr outside a runtime.
+timer_heap* current_timer_heap() noexcept;
+
+inline std::int64_t to_ns(clock::time_point t) noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+
+}  // namespace sluice::detail

@@ -1,0 +1,17 @@
+// The umbrella header: everything in sluice's public API.
+#pragma once
+
+#include <sluice/chan.hpp>
+#include <sluice/clock.hpp>
+#include <sluice/context.hpp>
+#include <sluice/errgroup.hpp>
+#include <sluice/error.hpp>
+#include <sluice/introspection.hpp>
+#include <sluice/mutex.hpp>
+#include <sluice/once.hpp>
+#include <sluice/runtime.hpp>
+#include <sluice/select.hpp>
+#include <sluice/semaphore.hpp>
+#include <sluice/task.hpp>
+#include <sluice/time.hpp>
+#include <sluice/wait_group.hpp>

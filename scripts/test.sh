@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Full test pipeline: every preset in $PRESETS (configure, build, ctest), then
+# the shared API contract (plain and under TSan) when ../shared/contract exists.
+#   PRESETS="release tsan" scripts/test.sh     # run a subset of presets
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+root=$(pwd)
+
+PRESETS=${PRESETS-"release clang tsan asan"} # PRESETS="" runs only the contract
+CONTRACT_PARTS=${CONTRACT_PARTS:-"core"}
+contract=../shared/contract/run.sh
+
+current="startup"
+stage() {
+  current=$*
+  printf '\n===== [%5ds] %s =====\n' "$SECONDS" "$current"
+}
+on_exit() {
+  local rc=$?
+  if ((rc != 0)); then
+    echo "sluice: FAILED in stage \"$current\" (exit $rc) after ${SECONDS}s" >&2
+  fi
+}
+trap on_exit EXIT
+
+stage "setup"
+bash scripts/setup.sh
+
+for preset in $PRESETS; do
+  stage "$preset: configure"
+  cmake --preset "$preset"
+  stage "$preset: build"
+  cmake --build --preset "$preset"
+  stage "$preset: test"
+  ctest --preset "$preset"
+done
+
+if [[ -f $contract ]]; then
+  # shellcheck disable=SC2086 # CONTRACT_PARTS is a space-separated list
+  {
+    stage "contract ($CONTRACT_PARTS)"
+    CONTRACT_BUILD_DIR="$root/build/contract" \
+      bash "$contract" "$root" $CONTRACT_PARTS
+
+    stage "contract under TSan ($CONTRACT_PARTS)"
+    CONTRACT_BUILD_DIR="$root/build/contract-tsan" \
+      CONTRACT_CMAKE_ARGS="-DCMAKE_CXX_FLAGS=-fsanitize=thread -DCMAKE_EXE_LINKER_FLAGS=-fsanitize=thread" \
+      TSAN_OPTIONS="halt_on_error=1" \
+      bash "$contract" "$root" $CONTRACT_PARTS
+  }
+else
+  echo "note: $contract not found; skipping the API contract"
+fi
+
+printf '\n===== [%5ds] done =====\n' "$SECONDS"
+echo "sluice: all test stages passed (presets: $PRESETS; contract: ${CONTRACT_PARTS}) in ${SECONDS}s"

@@ -1,0 +1,139 @@
+// Entry points: run(), go()/spawn() plumbing, join handles, yield, num_tasks.
+#include "scheduler.hpp"
+
+#include <sluice/runtime.hpp>
+
+#include <new>
+#include <stdexcept>
+
+namespace sluice {
+namespace detail {
+
+const char* to_string(wait_reason r) noexcept {
+  switch (r) {
+    case wait_reason::runnable: return "runnable";
+    case wait_reason::running: return "running";
+    case wait_reason::chan_recv: return "chan receive";
+    case wait_reason::chan_send: return "chan send";
+    case wait_reason::select: return "select";
+    case wait_reason::mutex: return "mutex lock";
+    case wait_reason::rw_mutex: return "rw_mutex lock";
+    case wait_reason::sleep: return "sleep";
+    case wait_reason::io: return "IO wait";
+    case wait_reason::wait_group: return "wait_group wait";
+    case wait_reason::join: return "join";
+    case wait_reason::context: return "context done";
+    case wait_reason::semaphore: return "semaphore acquire";
+    case wait_reason::once: return "once";
+    case wait_reason::errgroup: return "errgroup";
+    case wait_reason::yield: return "yield";
+    case wait_reason::finished: return "finished";
+  }
+  return "?";
+}
+
+void* allocate_frame(std::size_t size) { return ::operator new(size); }
+void deallocate_frame(void* p, std::size_t size) noexcept { ::operator delete(p, size); }
+
+void root_promise::final_awaiter::await_suspend(std::coroutine_handle<root_promise> h) const noexcept {
+  task_record& rec = h.promise().rec;
+  rec.reason.store(wait_reason::finished, std::memory_order_relaxed);
+  if (rec.is_main) {
+    // The main frame stays until every other task is destroyed: their waits may
+    // point into it (a wait_group or mutex that lived in main's frame).
+    rec.sched->stop();
+    return;
+  }
+  h.destroy();  // the promise destructor unregisters the task
+}
+
+void root_promise::unhandled_exception() noexcept {
+  rec.sched->handle_task_exception(&rec, std::current_exception());
+}
+
+root_promise::~root_promise() {
+  if (rec.registered) rec.sched->tasks().remove(&rec);
+}
+
+void start_task(root_task t, const task_origin& origin) {
+  worker* w = current_worker();
+  if (w == nullptr) {
+    t.handle.destroy();
+    throw std::logic_error(
+        "sluice::go/spawn must be called from inside a runtime (within sluice::run)");
+  }
+  w->sched->submit_new(&t.handle.promise().rec, origin, t.handle);
+}
+
+void join_state_base::complete() noexcept {
+  mu_.lock();
+  done_.store(true, std::memory_order_release);
+  task_record* j = std::exchange(joiner_, nullptr);
+  mu_.unlock();
+  if (j != nullptr) schedule(j);
+}
+
+bool join_state_base::park_joiner(task_record* t, std::coroutine_handle<> h) noexcept {
+  mu_.lock();
+  if (done_.load(std::memory_order_relaxed)) {
+    mu_.unlock();
+    return false;
+  }
+  prepare_park(t, h, wait_reason::join);
+  joiner_ = t;
+  mu_.unlock();
+  return true;
+}
+
+void join_state_base::unpark_joiner(task_record* t) noexcept {
+  mu_.lock();
+  if (joiner_ == t) joiner_ = nullptr;
+  mu_.unlock();
+}
+
+}  // namespace detail
+
+runtime::runtime(runtime_options opts) : opts_(std::move(opts)) {
+  if (opts_.workers < 1) {
+    throw std::invalid_argument("sluice::runtime_options::workers must be >= 1, got " +
+                                std::to_string(opts_.workers));
+  }
+}
+
+runtime::~runtime() = default;
+
+void runtime::run_main(detail::root_task main, const detail::task_origin& origin) {
+  if (used_ || detail::current_worker() != nullptr) {
+    main.handle.destroy();
+    throw std::logic_error(used_ ? "sluice::runtime::run: a runtime runs once"
+                                 : "sluice::run called from inside a running runtime");
+  }
+  used_ = true;
+  std::unique_ptr<detail::scheduler> sched;
+  try {
+    sched = std::make_unique<detail::scheduler>(opts_);
+  } catch (...) {
+    main.handle.destroy();
+    throw;
+  }
+  detail::task_record& rec = main.handle.promise().rec;
+  rec.is_main = true;
+  sched->submit_new(&rec, origin, main.handle);
+  sched->run_workers();
+  sched->destroy_remaining(&rec);
+}
+
+void yield_awaiter::await_suspend(std::coroutine_handle<> h) const {
+  detail::task_record* t = detail::require_task("yield");
+  detail::prepare_park(t, h, detail::wait_reason::yield);
+  detail::schedule_fifo(t);
+}
+
+std::size_t num_tasks() noexcept {
+  detail::scheduler* s = detail::current_scheduler();
+  return s != nullptr ? s->tasks().count() : 0;
+}
+
+bool in_runtime() noexcept { return detail::current_task() != nullptr; }
+
+}  // namespace sluice

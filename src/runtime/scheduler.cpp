@@ -1,0 +1,536 @@
+// The M:N scheduler: worker loop, run queues, stealing, parking, netpoll.
+// See scheduler.hpp for the protocol; the comments here say why each step is safe.
+#include "scheduler.hpp"
+
+#include <sluice/runtime.hpp>
+
+#include <linux/futex.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <iostream>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+
+namespace sluice::detail {
+
+namespace {
+
+constexpr unsigned max_workers = 1024;
+// Symmetric transfers a worker makes before it forces the chain back through its
+// loop. Each non-tail-called transfer costs two stack frames (a few hundred bytes
+// at -O0 or under ASan), so 64 keeps the worst case well under 100 KiB.
+constexpr std::uint32_t transfer_budget = 64;
+constexpr std::uint64_t id_block = 1024;
+
+void futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected,
+                std::int64_t timeout_ns) noexcept {
+  timespec ts{};
+  timespec* tsp = nullptr;
+  if (timeout_ns >= 0) {
+    ts.tv_sec = static_cast<time_t>(timeout_ns / 1000000000);
+    ts.tv_nsec = static_cast<long>(timeout_ns % 1000000000);
+    tsp = &ts;
+  }
+  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAIT_PRIVATE, expected, tsp,
+          nullptr, 0);
+}
+
+void futex_wake(std::atomic<std::uint32_t>* word) noexcept {
+  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE_PRIVATE, 1, nullptr,
+          nullptr, 0);
+}
+
+std::uint64_t xorshift(std::uint64_t& s) noexcept {
+  s ^= s << 13;
+  s ^= s >> 7;
+  s ^= s << 17;
+  return s;
+}
+
+// Time until the worker's nearest timer, in ns; -1 for "no timer".
+std::int64_t timer_timeout_ns(const worker* w) noexcept {
+  const std::int64_t e = w->timers.earliest_ns();
+  if (e == timer_heap::none) return -1;
+  const std::int64_t now = to_ns(clock::now());
+  return e > now ? e - now : 0;
+}
+
+void push_local(worker* w, task_record* t) noexcept {
+  if (w->local.push(t)) return;
+  // Full: move half of it to the global queue (Go's runqputslow), then retry.
+  task_record* first = nullptr;
+  task_record* last = nullptr;
+  const std::uint32_t n = w->local.take_half(first, last);
+  if (n != 0) {
+    last->next_run = t;
+    w->sched->global_push_batch(first, t, n + 1);
+    return;
+  }
+  if (!w->local.push(t)) w->sched->global_push_batch(t, t, 1);
+}
+
+}  // namespace
+
+// ---- registry -------------------------------------------------------------------
+
+void registry::add(task_record* t, std::size_t shard_index) noexcept {
+  shard& s = shards_[shard_index % shards_.size()];
+  t->reg_shard = static_cast<std::uint32_t>(shard_index % shards_.size());
+  s.mu.lock();
+  t->reg_prev = nullptr;
+  t->reg_next = s.head;
+  if (s.head != nullptr) s.head->reg_prev = t;
+  s.head = t;
+  ++s.count;
+  t->registered = true;
+  s.mu.unlock();
+}
+
+void registry::remove(task_record* t) noexcept {
+  shard& s = shards_[t->reg_shard];
+  s.mu.lock();
+  if (t->registered) {
+    if (t->reg_prev != nullptr) {
+      t->reg_prev->reg_next = t->reg_next;
+    } else {
+      s.head = t->reg_next;
+    }
+    if (t->reg_next != nullptr) t->reg_next->reg_prev = t->reg_prev;
+    t->registered = false;
+    --s.count;
+  }
+  s.mu.unlock();
+}
+
+std::size_t registry::count() const noexcept {
+  std::size_t n = 0;
+  for (const shard& s : shards_) {
+    s.mu.lock();
+    n += s.count;
+    s.mu.unlock();
+  }
+  return n;
+}
+
+std::vector<task_record*> registry::snapshot() const {
+  std::vector<task_record*> out;
+  for_each([&](task_record& t) { out.push_back(&t); });
+  return out;
+}
+
+// ---- scheduler ------------------------------------------------------------------
+
+scheduler::scheduler(const runtime_options& opts) : opts_(opts), registry_(1) {
+  if (opts.workers < 1 || static_cast<unsigned>(opts.workers) > max_workers) {
+    throw std::invalid_argument("sluice::runtime_options::workers must be between 1 and " +
+                                std::to_string(max_workers) + ", got " +
+                                std::to_string(opts.workers));
+  }
+  const auto n = static_cast<unsigned>(opts.workers);
+  registry_ = registry(n);
+  workers_.reserve(n);
+  for (unsigned i = 0; i < n; ++i) {
+    auto w = std::make_unique<worker>();
+    w->sched = this;
+    w->index = i;
+    w->rng = 0x9E3779B97F4A7C15ULL * (i + 1);
+    workers_.push_back(std::move(w));
+  }
+  idle_.reserve(n);
+  epfd_ = epoll_create1(EPOLL_CLOEXEC);
+  if (epfd_ < 0) throw std::system_error(errno, std::generic_category(), "epoll_create1");
+  evfd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (evfd_ < 0) {
+    close(epfd_);
+    throw std::system_error(errno, std::generic_category(), "eventfd");
+  }
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.ptr = nullptr;  // nullptr marks the wake-up eventfd
+  epoll_ctl(epfd_, EPOLL_CTL_ADD, evfd_, &ev);
+}
+
+scheduler::~scheduler() {
+  for (auto& w : workers_) w->timers.clear();
+  close(evfd_);
+  close(epfd_);
+}
+
+std::uint64_t scheduler::allocate_id(worker* w) noexcept {
+  if (w->next_id == w->id_limit) {
+    w->next_id = id_blocks_.fetch_add(id_block, std::memory_order_relaxed);
+    w->id_limit = w->next_id + id_block;
+  }
+  return w->next_id++;
+}
+
+void scheduler::global_push_batch(task_record* first, task_record* last,
+                                  std::uint32_t n) noexcept {
+  global_.push_batch(first, last, n);
+  wakep();
+}
+
+void scheduler::submit_new(task_record* t, const task_origin& origin,
+                           std::coroutine_handle<> root) {
+  worker* w = current_worker();
+  t->sched = this;
+  t->root = root;
+  t->resume_point = root;
+  t->origin = origin;
+  if (w != nullptr && w->sched == this) {
+    t->id = allocate_id(w);
+    registry_.add(t, w->index);
+    push_local(w, t);
+    wakep();
+  } else {
+    t->id = id_blocks_.fetch_add(1, std::memory_order_relaxed);
+    registry_.add(t, 0);
+    global_push_batch(t, t, 1);
+  }
+}
+
+void scheduler::ready(task_record* t, bool next) noexcept {
+  t->reason.store(wait_reason::runnable, std::memory_order_relaxed);
+  worker* w = current_worker();
+  if (w == nullptr || w->sched != this) {
+    global_push_batch(t, t, 1);
+    return;
+  }
+  if (next) {
+    // The woken task runs right after the current one (Go's runnext), so a
+    // hand-off between two tasks stays on one core. No wakep() here: the slot
+    // holds one task that this worker will run next; waking another worker for
+    // it only makes it bounce between cores. Surplus work gets a helper from
+    // the check in execute().
+    task_record* old = w->run_next.exchange(t, std::memory_order_acq_rel);
+    if (old == nullptr) return;
+    t = old;
+  }
+  push_local(w, t);
+  wakep();
+}
+
+void scheduler::wakep() noexcept {
+  // seq_cst loads: they pair with the seq_cst increment of npidle_ / decrement of
+  // nmspinning_ in park() (a store-load handshake; acquire/release cannot order a
+  // store before a later load).
+  if (npidle_.load(std::memory_order_seq_cst) == 0) return;
+  if (nmspinning_.load(std::memory_order_seq_cst) != 0) return;
+  int expected = 0;
+  if (!nmspinning_.compare_exchange_strong(expected, 1, std::memory_order_seq_cst)) return;
+  idle_mu_.lock();
+  if (idle_.empty() || stopping()) {
+    idle_mu_.unlock();
+    nmspinning_.fetch_sub(1, std::memory_order_seq_cst);
+    return;
+  }
+  worker* v = idle_.back();
+  idle_.pop_back();
+  npidle_.fetch_sub(1, std::memory_order_seq_cst);
+  v->idle = false;
+  v->spinning = true;  // it owns the spinning slot we just took
+  v->notified.store(1, std::memory_order_release);
+  const bool poll = v->in_poll;
+  idle_mu_.unlock();
+  wake_worker_raw(v, poll);
+}
+
+void scheduler::wake_worker_raw(worker* v, bool poll) noexcept {
+  if (poll) {
+    const std::uint64_t one = 1;
+    [[maybe_unused]] ssize_t r = write(evfd_, &one, sizeof one);
+  } else {
+    futex_wake(&v->notified);
+  }
+}
+
+void scheduler::stop() noexcept {
+  stopping_.store(true, std::memory_order_seq_cst);
+  idle_mu_.lock();
+  std::vector<std::pair<worker*, bool>> to_wake;
+  for (worker* v : idle_) {
+    v->idle = false;
+    v->notified.store(1, std::memory_order_release);
+    to_wake.emplace_back(v, v->in_poll);
+  }
+  npidle_.fetch_sub(static_cast<int>(idle_.size()), std::memory_order_seq_cst);
+  idle_.clear();
+  idle_mu_.unlock();
+  for (auto& [v, poll] : to_wake) wake_worker_raw(v, poll);
+}
+
+void scheduler::reset_spinning(worker* w) noexcept {
+  w->spinning = false;
+  // The last spinner found work: there may be more, make sure someone looks.
+  if (nmspinning_.fetch_sub(1, std::memory_order_seq_cst) == 1) wakep();
+}
+
+bool scheduler::any_local_work() const noexcept {
+  for (const auto& w : workers_) {
+    if (!w->local.empty() || w->run_next.load(std::memory_order_acquire) != nullptr) return true;
+  }
+  return false;
+}
+
+task_record* scheduler::steal_work(worker* w) {
+  const auto n = static_cast<unsigned>(workers_.size());
+  if (n == 1) return nullptr;
+  for (int round = 0; round < 4; ++round) {
+    const bool last_round = round == 3;
+    const unsigned start = static_cast<unsigned>(xorshift(w->rng) % n);
+    for (unsigned k = 0; k < n; ++k) {
+      worker* v = workers_[(start + k) % n].get();
+      if (v == w) continue;
+      if (stopping()) return nullptr;
+      if (task_record* t = w->local.steal_from(v->local)) return t;
+      // A busy worker's due timers are run by whoever is idle, so a long task
+      // does not delay every timer of its worker.
+      const std::int64_t e = v->timers.earliest_ns();
+      if (e != timer_heap::none && e <= to_ns(clock::now()) && v->timers.lock().try_lock()) {
+        v->timers.lock().unlock();
+        if (v->timers.run_expired(clock::now()) != 0) {
+          if (task_record* t = w->run_next.exchange(nullptr, std::memory_order_acq_rel)) return t;
+          if (task_record* t = w->local.pop()) return t;
+        }
+      }
+      if (last_round) {
+        if (task_record* t = v->run_next.exchange(nullptr, std::memory_order_acq_rel)) return t;
+      }
+    }
+  }
+  return nullptr;
+}
+
+bool scheduler::netpoll(worker* w, int timeout_ms) {
+  epoll_event events[128];
+  const int n = epoll_wait(epfd_, events, 128, timeout_ms);
+  bool found = false;
+  for (int i = 0; i < n; ++i) {
+    auto* item = static_cast<poll_item*>(events[i].data.ptr);
+    if (item == nullptr) {
+      std::uint64_t v;
+      while (read(evfd_, &v, sizeof v) > 0) {
+      }
+      continue;
+    }
+    item->on_ready(item, events[i].events);
+    found = true;
+  }
+  (void)w;
+  return found;
+}
+
+void scheduler::park(worker* w) {
+  idle_mu_.lock();
+  // Re-check under the lock: a producer pushes to the global queue before it
+  // looks for idle workers, and we publish ourselves before we look at it.
+  if (stopping() || !global_.empty()) {
+    idle_mu_.unlock();
+    return;
+  }
+  bool poll = false;
+  if (io_waiters_.load(std::memory_order_relaxed) > 0) {
+    poll = !poller_taken_.exchange(true, std::memory_order_acq_rel);
+  }
+  w->in_poll = poll;
+  w->idle = true;
+  w->notified.store(0, std::memory_order_relaxed);
+  idle_.push_back(w);
+  npidle_.fetch_add(1, std::memory_order_seq_cst);
+  idle_mu_.unlock();
+
+  bool recheck = false;
+  if (w->spinning) {
+    w->spinning = false;
+    // The last spinner to stop must look at every queue once more: a producer
+    // that saw it spinning did not wake anyone.
+    if (nmspinning_.fetch_sub(1, std::memory_order_seq_cst) == 1) {
+      recheck = any_local_work() || !global_.empty();
+    }
+  }
+  if (!recheck) {
+    const std::int64_t timeout = timer_timeout_ns(w);
+    if (poll) {
+      const int ms = timeout < 0 ? -1 : static_cast<int>((timeout + 999999) / 1000000);
+      if (w->notified.load(std::memory_order_acquire) == 0) netpoll(w, ms);
+    } else if (timeout != 0) {
+      futex_wait(&w->notified, 0, timeout);
+    }
+  }
+  if (poll) poller_taken_.store(false, std::memory_order_release);
+
+  idle_mu_.lock();
+  if (w->idle) {
+    // Timeout, I/O or spurious: take ourselves off the idle list.
+    idle_.erase(std::find(idle_.begin(), idle_.end(), w));
+    npidle_.fetch_sub(1, std::memory_order_seq_cst);
+    w->idle = false;
+    if (recheck) {
+      w->spinning = true;
+      nmspinning_.fetch_add(1, std::memory_order_seq_cst);
+    }
+  }
+  // else: wakep() or stop() removed us; wakep() made us a spinner.
+  idle_mu_.unlock();
+}
+
+task_record* scheduler::find_runnable(worker* w) {
+  const auto nworkers = static_cast<int>(workers_.size());
+  for (;;) {
+    if (stopping()) return nullptr;
+    if (w->timers.earliest_ns() != timer_heap::none &&
+        w->timers.earliest_ns() <= to_ns(clock::now())) {
+      w->timers.run_expired(clock::now());
+    }
+    // Fairness: now and then take from the global queue first so that tasks
+    // woken from outside cannot be starved by two tasks ping-ponging locally.
+    if (w->tick % 61 == 0 && !global_.empty()) {
+      if (task_record* t = global_.pop_batch(w->local, 1)) return t;
+    }
+    if (w->run_next.load(std::memory_order_relaxed) != nullptr) {
+      if (task_record* t = w->run_next.exchange(nullptr, std::memory_order_acq_rel)) return t;
+    }
+    if (task_record* t = w->local.pop()) return t;
+    if (!global_.empty()) {
+      const auto share = static_cast<std::uint32_t>(global_.size() / workers_.size() + 1);
+      if (task_record* t = global_.pop_batch(w->local, std::min<std::uint32_t>(share, 128))) {
+        return t;
+      }
+    }
+    if (io_waiters_.load(std::memory_order_relaxed) > 0 &&
+        !poller_taken_.load(std::memory_order_relaxed)) {
+      if (!poller_taken_.exchange(true, std::memory_order_acq_rel)) {
+        const bool got = netpoll(w, 0);
+        poller_taken_.store(false, std::memory_order_release);
+        if (got) continue;
+      }
+    }
+    // Steal, but limit spinners to half the busy workers (Go's rule): beyond
+    // that they only burn CPU that the busy ones could use.
+    if (w->spinning || 2 * nmspinning_.load(std::memory_order_relaxed) <
+                           nworkers - npidle_.load(std::memory_order_relaxed)) {
+      if (!w->spinning) {
+        w->spinning = true;
+        nmspinning_.fetch_add(1, std::memory_order_seq_cst);
+      }
+      if (task_record* t = steal_work(w)) return t;
+    }
+    park(w);
+  }
+}
+
+void scheduler::execute(worker* w, task_record* t) {
+  ++w->tick;
+  w->transfers = 0;
+  // Work left behind us and nobody looking for it: get a helper.
+  if (!w->local.empty()) wakep();
+  t->reason.store(wait_reason::running, std::memory_order_relaxed);
+  set_current(w, t);
+  t->resume_point.resume();
+  // t may already be running elsewhere or be freed: do not touch it.
+  set_current(w, nullptr);
+}
+
+void scheduler::worker_main(worker* w) {
+  set_current(w, nullptr);
+  while (!stopping()) {
+    task_record* t = find_runnable(w);
+    if (t == nullptr) continue;
+    if (w->spinning) reset_spinning(w);
+    execute(w, t);
+  }
+  if (w->spinning) {
+    w->spinning = false;
+    nmspinning_.fetch_sub(1, std::memory_order_seq_cst);
+  }
+  set_current(nullptr, nullptr);
+}
+
+void scheduler::run_workers() {
+  for (std::size_t i = 1; i < workers_.size(); ++i) {
+    worker* w = workers_[i].get();
+    w->thread = std::thread([this, w] { worker_main(w); });
+  }
+  worker_main(workers_[0].get());
+  for (std::size_t i = 1; i < workers_.size(); ++i) workers_[i]->thread.join();
+}
+
+void scheduler::destroy_remaining(task_record* main) noexcept {
+  // Newest first: a task usually waits on state owned by an older one (its
+  // spawner), so that state is still there when the waiter unlinks itself.
+  std::vector<task_record*> all = registry_.snapshot();
+  std::sort(all.begin(), all.end(),
+            [](const task_record* a, const task_record* b) { return a->id > b->id; });
+  for (task_record* t : all) {
+    if (t != main) t->root.destroy();
+  }
+  // Destructors above may have created or woken nothing runnable that matters:
+  // the queues are simply dropped. Frames of tasks spawned during destruction
+  // (unusual) are destroyed too.
+  for (;;) {
+    std::vector<task_record*> late = registry_.snapshot();
+    late.erase(std::remove(late.begin(), late.end(), main), late.end());
+    if (late.empty()) break;
+    for (task_record* t : late) t->root.destroy();
+  }
+  if (main != nullptr) main->root.destroy();
+  for (auto& w : workers_) w->timers.clear();
+}
+
+void scheduler::handle_task_exception(task_record* t, std::exception_ptr e) noexcept {
+  task_info info = describe(*t);
+  if (opts_.on_task_exception) {
+    try {
+      opts_.on_task_exception(info, e);
+      return;
+    } catch (...) {
+      std::cerr << "sluice: on_task_exception handler threw\n";
+      std::terminate();
+    }
+  }
+  std::string what = "unknown exception";
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    what = ex.what();
+  } catch (...) {
+  }
+  std::cerr << "sluice: panic: uncaught exception in task " << info.id << ": " << what << "\n"
+            << "task " << info.id << " [" << info.state << "]:\n  " << info.origin << "\n";
+  std::terminate();
+}
+
+// ---- free functions used by headers ------------------------------------------------------
+
+task_record* require_task(const char* what) {
+  task_record* t = current_task();
+  if (t == nullptr) {
+    throw std::logic_error(std::string("sluice: ") + what +
+                           " blocks, so it must be awaited from a task inside sluice::run");
+  }
+  return t;
+}
+
+void schedule(task_record* t) noexcept { t->sched->ready(t, true); }
+void schedule_fifo(task_record* t) noexcept { t->sched->ready(t, false); }
+
+std::coroutine_handle<> transfer_to(std::coroutine_handle<> next) noexcept {
+  worker* w = current_worker();
+  if (w == nullptr || ++w->transfers < transfer_budget) return next;
+  w->transfers = 0;
+  task_record* t = current_task();
+  if (t == nullptr) return next;
+  // Unwind the chain of nested resume() calls: resume `next` from the loop.
+  t->resume_point = next;
+  push_local(w, t);
+  return std::noop_coroutine();
+}
+
+}  // namespace sluice::detail

@@ -1,0 +1,166 @@
+// Internal: the M:N scheduler. Workers are OS threads (Go's M+P pairs); tasks are
+// task_records whose frames are resumed by workers.
+//
+// Where a runnable task can be: exactly one of {a worker's run_next slot, a
+// worker's local_queue, the global queue, being resumed by a worker}. A parked
+// task is in none of them: it is reachable only from the wait list or timer that
+// will wake it (and from the registry, which never resumes).
+//
+// Parking protocol for idle workers (Go's findrunnable/wakep, simplified):
+//   * at most one worker is "spinning" per wakep(): new work wakes a sleeper only
+//     when nobody spins (nmspinning_ == 0), so a burst of wake-ups costs one
+//     futex wake, not one per task (no thundering herd);
+//   * a spinning worker that finds work stops spinning and, if it was the last
+//     spinner, calls wakep() so that remaining work still gets a spinner;
+//   * before sleeping a worker publishes itself as idle under idle_mu_, then
+//     re-checks the global queue and (if it was the last spinner) every local
+//     queue; a producer pushes first and checks for idle workers second. One of
+//     the two always sees the other, so no wake-up is lost;
+//   * one idle worker blocks in epoll_wait (the netpoller), the others on a futex,
+//     each with its nearest own timer as timeout.
+#pragma once
+
+#include "run_queue.hpp"
+
+#include <sluice/detail/task_record.hpp>
+#include <sluice/detail/timer.hpp>
+#include <sluice/runtime.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace sluice::detail {
+
+class scheduler;
+
+// Something registered with the netpoller (epoll data.ptr). on_ready runs on the
+// worker that polled, and makes the waiting tasks runnable.
+struct poll_item {
+  void (*on_ready)(poll_item* self, std::uint32_t events) noexcept = nullptr;
+};
+
+struct alignas(64) worker {
+  scheduler* sched = nullptr;
+  unsigned index = 0;
+  local_queue local;
+  std::atomic<task_record*> run_next{nullptr};
+  timer_heap timers;
+  // Worker-private state.
+  std::uint32_t tick = 0;
+  std::uint32_t transfers = 0;
+  std::uint64_t rng = 0;
+  bool spinning = false;
+  // Idle/wake handshake: the waker sets `notified` to 1 and wakes the futex or,
+  // when `in_poll` (set under idle_mu_ before publishing), the eventfd.
+  std::atomic<std::uint32_t> notified{0};
+  bool in_poll = false;
+  bool idle = false;  // guarded by sched->idle_mu_
+  // Task ids are handed out in blocks so spawning touches no shared counter.
+  std::uint64_t next_id = 0;
+  std::uint64_t id_limit = 0;
+  std::thread thread;  // empty for worker 0 (the thread that called run)
+};
+
+// Registry of live tasks (for num_tasks, dump_tasks, leak_check). Sharded by the
+// worker that spawned the task so registration is an uncontended lock.
+class registry {
+ public:
+  explicit registry(std::size_t shards) : shards_(shards) {}
+  void add(task_record* t, std::size_t shard) noexcept;
+  void remove(task_record* t) noexcept;
+  std::size_t count() const noexcept;
+  // Calls f(record) for every live task, holding one shard lock at a time.
+  template <class F>
+  void for_each(F&& f) const {
+    for (const shard& s : shards_) {
+      s.mu.lock();
+      for (task_record* t = s.head; t != nullptr; t = t->reg_next) f(*t);
+      s.mu.unlock();
+    }
+  }
+  std::vector<task_record*> snapshot() const;
+
+ private:
+  struct alignas(64) shard {
+    mutable spinlock mu;
+    task_record* head = nullptr;
+    std::size_t count = 0;
+  };
+  std::vector<shard> shards_;
+};
+
+class scheduler {
+ public:
+  explicit scheduler(const runtime_options& opts);
+  ~scheduler();
+  scheduler(const scheduler&) = delete;
+  scheduler& operator=(const scheduler&) = delete;
+
+  // Starts worker threads 1..n-1 and runs worker 0's loop on this thread until
+  // stop() is called (by the main task finishing).
+  void run_workers();
+  void stop() noexcept;
+  bool stopping() const noexcept { return stopping_.load(std::memory_order_acquire); }
+
+  // Destroys every task still alive (newest first, the main task last).
+  void destroy_remaining(task_record* main) noexcept;
+
+  void submit_new(task_record* t, const task_origin& origin, std::coroutine_handle<> root);
+  void ready(task_record* t, bool next) noexcept;
+
+  registry& tasks() noexcept { return registry_; }
+  const runtime_options& options() const noexcept { return opts_; }
+  unsigned worker_count() const noexcept { return static_cast<unsigned>(workers_.size()); }
+
+  // Netpoller plumbing (used by net/).
+  int epoll_fd() const noexcept { return epfd_; }
+  void io_registered() noexcept { io_waiters_.fetch_add(1, std::memory_order_relaxed); }
+  void io_unregistered() noexcept { io_waiters_.fetch_sub(1, std::memory_order_relaxed); }
+
+  void handle_task_exception(task_record* t, std::exception_ptr e) noexcept;
+  // Pushes to the global queue and wakes a worker if none is looking.
+  void global_push_batch(task_record* first, task_record* last, std::uint32_t n) noexcept;
+
+ private:
+  void execute(worker* w, task_record* t);
+  void wake_worker_raw(worker* w, bool poll) noexcept;
+  friend struct worker_loop;
+  void worker_main(worker* w);
+  task_record* find_runnable(worker* w);
+  task_record* steal_work(worker* w);
+  bool netpoll(worker* w, int timeout_ms);
+  void park(worker* w);
+  void wakep() noexcept;
+  void reset_spinning(worker* w) noexcept;
+  bool any_local_work() const noexcept;
+  std::uint64_t allocate_id(worker* w) noexcept;
+
+  runtime_options opts_;
+  std::vector<std::unique_ptr<worker>> workers_;
+  global_queue global_;
+  registry registry_;
+  std::atomic<int> nmspinning_{0};
+  std::atomic<int> npidle_{0};
+  spinlock idle_mu_;
+  std::vector<worker*> idle_;
+  std::atomic<bool> poller_taken_{false};
+  std::atomic<long> io_waiters_{0};
+  std::atomic<bool> stopping_{false};
+  std::atomic<std::uint64_t> id_blocks_{1};
+  int epfd_ = -1;
+  int evfd_ = -1;
+};
+
+// The worker running on this thread (nullptr outside a runtime). Out of line and
+// behind a compiler barrier, see current_task().
+worker* current_worker() noexcept;
+// Snapshot of a task for dumps and panics (introspection.cpp).
+task_info describe(const task_record& t);
+void set_current(worker* w, task_record* t) noexcept;
+scheduler* current_scheduler() noexcept;
+
+}  // namespace sluice::detail
