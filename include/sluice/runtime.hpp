@@ -95,12 +95,15 @@ template <class T>
 using decay_t = std::decay_t<T>;
 
 template <class F, class... A>
-using invoke_task_t = std::invoke_result_t<decay_t<F>&, decay_t<A>&...>;
+using invoke_task_t = std::invoke_result_t<decay_t<F>&&, decay_t<A>&&...>;
 
 template <class F, class... A>
 root_task go_body(F f, A... a) {
-  // Named, not a temporary in the co_await expression: GCC PR 100611.
-  auto t = std::invoke(f, a...);
+  // The copies are used once, so they are passed as rvalues (std::thread's rule;
+  // move-only arguments work). A lambda coroutine keeps pointing at `f`, which
+  // lives in this frame until the task ends. Named, not a temporary in the
+  // co_await expression: GCC PR 100611.
+  auto t = std::invoke(std::move(f), std::move(a)...);
   co_await std::move(t);
 }
 
@@ -190,7 +193,7 @@ struct join_ref {
 template <class T, class F, class... A>
 root_task spawn_body(join_ref<T> st, F f, A... a) {
   try {
-    auto t = std::invoke(f, a...);
+    auto t = std::invoke(std::move(f), std::move(a)...);
     if constexpr (std::is_void_v<T>) {
       co_await std::move(t);
     } else {

@@ -1,6 +1,7 @@
 // The M:N scheduler: worker loop, run queues, stealing, parking, netpoll.
 // See scheduler.hpp for the protocol; the comments here say why each step is safe.
 #include "scheduler.hpp"
+#include "netpoll.hpp"
 
 #include <sluice/runtime.hpp>
 
@@ -144,6 +145,7 @@ scheduler::scheduler(const runtime_options& opts) : opts_(opts), registry_(1) {
     workers_.push_back(std::move(w));
   }
   idle_.reserve(n);
+  polls_ = std::make_unique<poll_cache>();
   epfd_ = epoll_create1(EPOLL_CLOEXEC);
   if (epfd_ < 0) throw std::system_error(errno, std::generic_category(), "epoll_create1");
   evfd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);

@@ -36,6 +36,7 @@
 namespace sluice::detail {
 
 class scheduler;
+class poll_cache;
 
 // Something registered with the netpoller (epoll data.ptr). on_ready runs on the
 // worker that polled, and makes the waiting tasks runnable.
@@ -120,6 +121,7 @@ class scheduler {
   int epoll_fd() const noexcept { return epfd_; }
   void io_registered() noexcept { io_waiters_.fetch_add(1, std::memory_order_relaxed); }
   void io_unregistered() noexcept { io_waiters_.fetch_sub(1, std::memory_order_relaxed); }
+  poll_cache& polls() noexcept { return *polls_; }
 
   void handle_task_exception(task_record* t, std::exception_ptr e) noexcept;
   // Pushes to the global queue and wakes a worker if none is looking.
@@ -153,6 +155,7 @@ class scheduler {
   std::atomic<std::uint64_t> id_blocks_{1};
   int epfd_ = -1;
   int evfd_ = -1;
+  std::unique_ptr<poll_cache> polls_;
 };
 
 // The worker running on this thread (nullptr outside a runtime). Out of line and

@@ -22,6 +22,7 @@
 #include <sluice/detail/waiter.hpp>
 
 #include <algorithm>
+#include <functional>
 #include <array>
 #include <coroutine>
 #include <cstddef>
@@ -64,10 +65,27 @@ class lock_set {
   void add(spinlock* l) noexcept {
     if (l != nullptr) locks_[n_++] = l;
   }
+  // Address order, duplicates dropped (two cases on one channel lock it once).
+  // Insertion sort: N is tiny, and std::sort trips g++ 12's -Warray-bounds here.
   void sort() noexcept {
-    std::sort(locks_.begin(), locks_.begin() + n_);
-    n_ = static_cast<std::size_t>(std::unique(locks_.begin(), locks_.begin() + n_) -
-                                  locks_.begin());
+    std::size_t out = 0;
+    for (std::size_t i = 0; i < n_; ++i) {
+      spinlock* l = locks_[i];
+      std::size_t j = out;
+      bool dup = false;
+      while (j > 0 && !std::less<spinlock*>()(locks_[j - 1], l)) {
+        if (locks_[j - 1] == l) {
+          dup = true;
+          break;
+        }
+        --j;
+      }
+      if (dup) continue;
+      for (std::size_t k = out; k > j; --k) locks_[k] = locks_[k - 1];
+      locks_[j] = l;
+      ++out;
+    }
+    n_ = out;
   }
   void lock_all() noexcept {
     for (std::size_t i = 0; i < n_; ++i) locks_[i]->lock();
@@ -152,7 +170,7 @@ class select_awaiter {
     }
     enqueue_all(std::index_sequence_for<Cases...>{});
     parked_ = true;
-    prepare_park(t, h, n == 1 ? single_reason() : wait_reason::select);
+    prepare_park(t, h, reason_ != wait_reason::runnable ? reason_ : single_reason());
     // Releasing the last lock publishes the parked task: from here on a waker
     // may resume it on another worker, so nothing below touches the frame.
     locks_.unlock_all();
@@ -170,6 +188,9 @@ class select_awaiter {
   }
 
   std::size_t fired_index() const noexcept { return index_; }
+  // Overrides what dump_tasks shows while parked (e.g. "IO wait" for an I/O
+  // wait that a context can also end).
+  void set_reason(wait_reason r) noexcept { reason_ = r; }
   result_tuple& results() noexcept { return results_; }
 
  private:
@@ -283,6 +304,7 @@ class select_awaiter {
   std::array<wait_node, n> nodes_{};
   lock_set<n> locks_;
   std::size_t index_ = npos;
+  wait_reason reason_ = wait_reason::runnable;
   bool parked_ = false;
 };
 
