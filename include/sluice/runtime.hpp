@@ -29,7 +29,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
-#include <source_location>
+#include <sluice/detail/source_location.hpp>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -108,7 +108,7 @@ root_task go_body(F f, A... a) {
 }
 
 template <class F>
-task_origin make_origin(const char* kind, const std::source_location& loc) noexcept {
+task_origin make_origin(const char* kind, const detail::source_location& loc) noexcept {
   task_origin o;
   o.kind = kind;
   o.file = loc.file_name();
@@ -312,7 +312,7 @@ class join_handle {
 template <class F, class... Args>
 struct go {
   explicit go(F&& f, Args&&... args,
-              const std::source_location loc = std::source_location::current()) {
+              const detail::source_location loc = detail::source_location::current()) {
     using fn = detail::decay_t<F>;
     static_assert(detail::is_task<detail::invoke_task_t<F, Args...>>::value,
                   "sluice::go: the callable must return sluice::task<T>");
@@ -336,7 +336,7 @@ template <class F, class... Args>
 struct spawn : join_handle<spawn_result_t<F, Args...>> {
   using value_type = spawn_result_t<F, Args...>;
   explicit spawn(F&& f, Args&&... args,
-                 const std::source_location loc = std::source_location::current())
+                 const detail::source_location loc = detail::source_location::current())
       : join_handle<value_type>(new detail::join_state<value_type>()) {
     using fn = detail::decay_t<F>;
     static_assert(detail::is_task<detail::invoke_task_t<F, Args...>>::value,
@@ -369,7 +369,7 @@ class runtime {
     detail::main_slot<T> slot;
     auto fp = std::addressof(f);
     detail::task_origin o =
-        detail::make_origin<std::decay_t<F>>("run", std::source_location::current());
+        detail::make_origin<std::decay_t<F>>("run", detail::source_location::current());
     run_main(detail::main_body<T, std::remove_reference_t<F>>(&slot, fp), o);
     return slot.take();
   }

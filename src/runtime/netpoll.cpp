@@ -38,7 +38,7 @@ class io_case {
  public:
   using result_type = std::error_code;
   static constexpr bool is_default = false;
-  static constexpr wait_reason reason = wait_reason::io;
+  [[maybe_unused]] static constexpr wait_reason reason = wait_reason::io;
 
   io_case(poll_desc* d, io_dir dir) noexcept : d_(d), dir_(static_cast<int>(dir)) {}
   spinlock* lock() const noexcept { return &d_->mu; }

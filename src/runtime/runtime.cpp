@@ -33,7 +33,7 @@ const char* to_string(wait_reason r) noexcept {
 }
 
 void* allocate_frame(std::size_t size) { return ::operator new(size); }
-void deallocate_frame(void* p, std::size_t size) noexcept { ::operator delete(p, size); }
+void deallocate_frame(void* p, std::size_t) noexcept { ::operator delete(p); }
 
 void root_promise::final_awaiter::await_suspend(std::coroutine_handle<root_promise> h) const noexcept {
   task_record& rec = h.promise().rec;

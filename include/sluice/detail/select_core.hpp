@@ -222,7 +222,7 @@ class select_awaiter {
   template <std::size_t... I>
   bool try_index(std::size_t i, wake_batch& wakes, std::index_sequence<I...>) {
     bool done = false;
-    ((i == I ? (done = try_one<I>(wakes), true) : false) || ...);
+    (void)((i == I ? (done = try_one<I>(wakes), true) : false) || ...);
     return done;
   }
 
