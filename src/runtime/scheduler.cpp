@@ -55,9 +55,12 @@ std::uint64_t xorshift(std::uint64_t& s) noexcept {
   return s;
 }
 
-// Time until the worker's nearest timer, in ns; -1 for "no timer".
-std::int64_t timer_timeout_ns(const worker* w) noexcept {
-  const std::int64_t e = w->timers.earliest_ns();
+// Time until the nearest timer of any worker, in ns; -1 for "no timer". An idle
+// worker sleeps no longer than that, so a timer whose worker is stuck in a long
+// task still fires on time (the idle worker runs it from steal_work).
+std::int64_t timer_timeout_ns(const std::vector<std::unique_ptr<worker>>& workers) noexcept {
+  std::int64_t e = timer_heap::none;
+  for (const auto& w : workers) e = std::min(e, w->timers.earliest_ns());
   if (e == timer_heap::none) return -1;
   const std::int64_t now = to_ns(clock::now());
   return e > now ? e - now : 0;
@@ -292,16 +295,6 @@ task_record* scheduler::steal_work(worker* w) {
       if (v == w) continue;
       if (stopping()) return nullptr;
       if (task_record* t = w->local.steal_from(v->local)) return t;
-      // A busy worker's due timers are run by whoever is idle, so a long task
-      // does not delay every timer of its worker.
-      const std::int64_t e = v->timers.earliest_ns();
-      if (e != timer_heap::none && e <= to_ns(clock::now()) && v->timers.lock().try_lock()) {
-        v->timers.lock().unlock();
-        if (v->timers.run_expired(clock::now()) != 0) {
-          if (task_record* t = w->run_next.exchange(nullptr, std::memory_order_acq_rel)) return t;
-          if (task_record* t = w->local.pop()) return t;
-        }
-      }
       if (last_round) {
         if (task_record* t = v->run_next.exchange(nullptr, std::memory_order_acq_rel)) return t;
       }
@@ -358,7 +351,7 @@ void scheduler::park(worker* w) {
     }
   }
   if (!recheck) {
-    const std::int64_t timeout = timer_timeout_ns(w);
+    const std::int64_t timeout = timer_timeout_ns(workers_);
     if (poll) {
       const int ms = timeout < 0 ? -1 : static_cast<int>((timeout + 999999) / 1000000);
       if (w->notified.load(std::memory_order_acquire) == 0) netpoll(w, ms);
@@ -383,14 +376,32 @@ void scheduler::park(worker* w) {
   idle_mu_.unlock();
 }
 
+void scheduler::run_due_timers(worker* w, bool all) {
+  // Own timers first; then (now and then, and before parking) due timers of
+  // workers busy in a long task. Their heap lock is only tried: a held lock
+  // means its owner is running them.
+  std::int64_t now = -1;
+  const std::size_t count = all ? workers_.size() : 1;
+  for (std::size_t k = 0; k < count; ++k) {
+    worker* v = workers_[(w->index + k) % workers_.size()].get();
+    const std::int64_t e = v->timers.earliest_ns();
+    if (e == timer_heap::none) continue;
+    if (now < 0) now = to_ns(clock::now());
+    if (e > now) continue;
+    if (v == w) {
+      w->timers.run_expired(clock::now());
+    } else if (v->timers.lock().try_lock()) {
+      v->timers.lock().unlock();
+      v->timers.run_expired(clock::now());
+    }
+  }
+}
+
 task_record* scheduler::find_runnable(worker* w) {
   const auto nworkers = static_cast<int>(workers_.size());
   for (;;) {
     if (stopping()) return nullptr;
-    if (w->timers.earliest_ns() != timer_heap::none &&
-        w->timers.earliest_ns() <= to_ns(clock::now())) {
-      w->timers.run_expired(clock::now());
-    }
+    run_due_timers(w, w->tick % 61 == 0);
     // Fairness: now and then take from the global queue first so that tasks
     // woken from outside cannot be starved by two tasks ping-ponging locally.
     if (w->tick % 61 == 0 && !global_.empty()) {
@@ -424,6 +435,8 @@ task_record* scheduler::find_runnable(worker* w) {
       }
       if (task_record* t = steal_work(w)) return t;
     }
+    run_due_timers(w, true);
+    if (w->run_next.load(std::memory_order_relaxed) != nullptr || !w->local.empty()) continue;
     park(w);
   }
 }

@@ -133,6 +133,7 @@ class scheduler {
   friend struct worker_loop;
   void worker_main(worker* w);
   task_record* find_runnable(worker* w);
+  void run_due_timers(worker* w, bool all);
   task_record* steal_work(worker* w);
   bool netpoll(worker* w, int timeout_ms);
   void park(worker* w);
