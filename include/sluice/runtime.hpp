@@ -66,6 +66,8 @@ struct root_task {
   std::coroutine_handle<root_promise> handle;
 };
 
+// Standard layout with the record first, so root_of() can go from a record to
+// its frame without storing the handle.
 struct root_promise {
   task_record rec;
 
@@ -108,13 +110,12 @@ root_task go_body(F f, A... a) {
 }
 
 template <class F>
-task_origin make_origin(const char* kind, const detail::source_location& loc) noexcept {
+task_origin make_origin(task_kind kind, const detail::source_location& loc) noexcept {
   task_origin o;
   o.kind = kind;
   o.file = loc.file_name();
   o.line = loc.line();
-  o.caller = loc.function_name();
-  o.entry_type = type_name<F>();
+  o.entry_type = &type_name_v<F>;
   return o;
 }
 
@@ -316,7 +317,7 @@ struct go {
     using fn = detail::decay_t<F>;
     static_assert(detail::is_task<detail::invoke_task_t<F, Args...>>::value,
                   "sluice::go: the callable must return sluice::task<T>");
-    detail::task_origin o = detail::make_origin<fn>("go", loc);
+    detail::task_origin o = detail::make_origin<fn>(detail::task_kind::go, loc);
     o.entry_address = detail::entry_address<fn>(f);
     detail::start_task(
         detail::go_body<fn, detail::decay_t<Args>...>(std::forward<F>(f),
@@ -341,7 +342,7 @@ struct spawn : join_handle<spawn_result_t<F, Args...>> {
     using fn = detail::decay_t<F>;
     static_assert(detail::is_task<detail::invoke_task_t<F, Args...>>::value,
                   "sluice::spawn: the callable must return sluice::task<T>");
-    detail::task_origin o = detail::make_origin<fn>("spawn", loc);
+    detail::task_origin o = detail::make_origin<fn>(detail::task_kind::spawn, loc);
     o.entry_address = detail::entry_address<fn>(f);
     detail::join_state<value_type>* s = this->state();
     detail::start_task(detail::spawn_body<value_type, fn, detail::decay_t<Args>...>(
@@ -369,7 +370,7 @@ class runtime {
     detail::main_slot<T> slot;
     auto fp = std::addressof(f);
     detail::task_origin o =
-        detail::make_origin<std::decay_t<F>>("run", detail::source_location::current());
+        detail::make_origin<std::decay_t<F>>(detail::task_kind::run, detail::source_location::current());
     run_main(detail::main_body<T, std::remove_reference_t<F>>(&slot, fp), o);
     return slot.take();
   }

@@ -19,9 +19,9 @@ task_info describe(const task_record& t) {
   info.state = to_string(t.reason.load(std::memory_order_relaxed));
   std::ostringstream o;
   std::string entry = symbolize(t.origin.entry_address);
-  if (entry.empty()) entry = std::string(t.origin.entry_type);
-  o << "entry: " << entry << "\n  created by " << t.origin.kind << " at " << t.origin.file << ":"
-    << t.origin.line << " in " << t.origin.caller;
+  if (entry.empty() && t.origin.entry_type != nullptr) entry = std::string(*t.origin.entry_type);
+  o << "entry: " << entry << "\n  created by " << to_string(t.origin.kind) << " at "
+    << t.origin.file << ":" << t.origin.line;
   info.origin = o.str();
   return info;
 }

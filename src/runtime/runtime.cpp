@@ -32,8 +32,23 @@ const char* to_string(wait_reason r) noexcept {
   return "?";
 }
 
-void* allocate_frame(std::size_t size) { return ::operator new(size); }
-void deallocate_frame(void* p, std::size_t) noexcept { ::operator delete(p); }
+const char* to_string(task_kind k) noexcept {
+  switch (k) {
+    case task_kind::go: return "go";
+    case task_kind::spawn: return "spawn";
+    case task_kind::run: return "run";
+    case task_kind::errgroup: return "errgroup.go";
+    case task_kind::pool: return "worker_pool";
+  }
+  return "?";
+}
+
+static_assert(std::is_standard_layout_v<root_promise>, "root_of() needs the record first");
+static_assert(sizeof(task_record) <= 96, "task_record is part of every parked task's cost");
+
+std::coroutine_handle<> root_of(task_record* t) noexcept {
+  return std::coroutine_handle<root_promise>::from_promise(*reinterpret_cast<root_promise*>(t));
+}
 
 void root_promise::final_awaiter::await_suspend(std::coroutine_handle<root_promise> h) const noexcept {
   task_record& rec = h.promise().rec;

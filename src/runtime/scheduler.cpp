@@ -86,7 +86,7 @@ void push_local(worker* w, task_record* t) noexcept {
 
 void registry::add(task_record* t, std::size_t shard_index) noexcept {
   shard& s = shards_[shard_index % shards_.size()];
-  t->reg_shard = static_cast<std::uint32_t>(shard_index % shards_.size());
+  t->reg_shard = static_cast<std::uint16_t>(shard_index % shards_.size());
   s.mu.lock();
   t->reg_prev = nullptr;
   t->reg_next = s.head;
@@ -186,7 +186,7 @@ void scheduler::submit_new(task_record* t, const task_origin& origin,
                            std::coroutine_handle<> root) {
   worker* w = current_worker();
   t->sched = this;
-  t->root = root;
+  (void)root;
   t->resume_point = root;
   t->origin = origin;
   if (w != nullptr && w->sched == this) {
@@ -455,6 +455,7 @@ void scheduler::execute(worker* w, task_record* t) {
 
 void scheduler::worker_main(worker* w) {
   set_current(w, nullptr);
+  attach_frame_cache();
   while (!stopping()) {
     task_record* t = find_runnable(w);
     if (t == nullptr) continue;
@@ -465,6 +466,7 @@ void scheduler::worker_main(worker* w) {
     w->spinning = false;
     nmspinning_.fetch_sub(1, std::memory_order_seq_cst);
   }
+  detach_frame_cache();
   set_current(nullptr, nullptr);
 }
 
@@ -484,7 +486,7 @@ void scheduler::destroy_remaining(task_record* main) noexcept {
   std::sort(all.begin(), all.end(),
             [](const task_record* a, const task_record* b) { return a->id > b->id; });
   for (task_record* t : all) {
-    if (t != main) t->root.destroy();
+    if (t != main) root_of(t).destroy();
   }
   // Destructors above may have created or woken nothing runnable that matters:
   // the queues are simply dropped. Frames of tasks spawned during destruction
@@ -493,9 +495,9 @@ void scheduler::destroy_remaining(task_record* main) noexcept {
     std::vector<task_record*> late = registry_.snapshot();
     late.erase(std::remove(late.begin(), late.end(), main), late.end());
     if (late.empty()) break;
-    for (task_record* t : late) t->root.destroy();
+    for (task_record* t : late) root_of(t).destroy();
   }
-  if (main != nullptr) main->root.destroy();
+  if (main != nullptr) root_of(main).destroy();
   for (auto& w : workers_) w->timers.clear();
 }
 

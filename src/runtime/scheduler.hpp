@@ -165,6 +165,9 @@ worker* current_worker() noexcept;
 // Snapshot of a task for dumps and panics (introspection.cpp).
 task_info describe(const task_record& t);
 void set_current(worker* w, task_record* t) noexcept;
+// Gives this thread its own frame cache while it is a worker (frame_alloc.cpp).
+void attach_frame_cache();
+void detach_frame_cache() noexcept;
 scheduler* current_scheduler() noexcept;
 
 }  // namespace sluice::detail

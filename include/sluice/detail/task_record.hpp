@@ -35,30 +35,36 @@ enum class wait_reason : std::uint8_t {
 const char* to_string(wait_reason r) noexcept;
 
 // Where a task came from: the go/spawn call site and its entry function.
+// Kept small: it lives in every task (park_memory counts it).
+enum class task_kind : std::uint8_t { go, spawn, run, errgroup, pool };
+const char* to_string(task_kind k) noexcept;
+
 struct task_origin {
-  const char* kind = "go";         // "go", "spawn", "run", "errgroup", ...
-  const char* file = "";           // call site (std::source_location)
-  unsigned line = 0;
-  const char* caller = "";         // function containing the call site
-  const void* entry_address = nullptr;  // function pointer entry, symbolized on dump
-  std::string_view entry_type;     // the callable's type name (lambdas show their location)
+  const char* file = "";                      // call site (file and line)
+  const void* entry_address = nullptr;        // function-pointer entry, symbolized on dump
+  const std::string_view* entry_type = nullptr;  // the callable's type name (static storage)
+  std::uint32_t line = 0;
+  task_kind kind = task_kind::go;
 };
 
+// Layout: 6 pointers, the origin, then the small fields, for 96 bytes.
 struct task_record {
   task_record* next_run = nullptr;        // intrusive link: global queue
   std::coroutine_handle<> resume_point;  // innermost suspended coroutine of this task
-  std::coroutine_handle<> root;          // the root frame (destroyed at shutdown)
   scheduler* sched = nullptr;
   std::uint64_t id = 0;
-  std::atomic<wait_reason> reason{wait_reason::runnable};
-  task_origin origin;
   // registry links (guarded by the registry shard lock)
   task_record* reg_prev = nullptr;
   task_record* reg_next = nullptr;
-  std::uint32_t reg_shard = 0;
+  task_origin origin;
+  std::atomic<wait_reason> reason{wait_reason::runnable};
   bool registered = false;
   bool is_main = false;
+  std::uint16_t reg_shard = 0;
 };
+
+// The root frame a record lives in (destroyed at shutdown).
+std::coroutine_handle<> root_of(task_record* t) noexcept;
 
 // The task running on this thread, or nullptr outside a task. Defined out of
 // line behind a compiler barrier: clang 14 may otherwise cache a thread_local's

@@ -23,4 +23,8 @@ constexpr std::string_view type_name() noexcept {
 #endif
 }
 
+// Static storage for type_name<T>(), so records can point at it.
+template <class T>
+inline constexpr std::string_view type_name_v = type_name<T>();
+
 }  // namespace sluice::detail
