@@ -240,7 +240,7 @@ void scheduler::wakep() noexcept {
   idle_.pop_back();
   npidle_.fetch_sub(1, std::memory_order_seq_cst);
   v->idle = false;
-  v->spinning = true;  // it owns the spinning slot we just took
+  v->wake_spinning = true;  // it owns the spinning slot we just took
   v->notified.store(1, std::memory_order_release);
   const bool poll = v->in_poll;
   idle_mu_.unlock();
@@ -262,6 +262,7 @@ void scheduler::stop() noexcept {
   std::vector<std::pair<worker*, bool>> to_wake;
   for (worker* v : idle_) {
     v->idle = false;
+    v->wake_spinning = false;
     v->notified.store(1, std::memory_order_release);
     to_wake.emplace_back(v, v->in_poll);
   }
@@ -323,11 +324,16 @@ bool scheduler::netpoll(worker* w, int timeout_ms) {
 }
 
 void scheduler::park(worker* w) {
+  // `spinning` is this worker's own field; once we are on the idle list a waker
+  // may write `wake_spinning` (under idle_mu_), never `spinning`.
+  const bool was_spinning = w->spinning;
+  w->spinning = false;
   idle_mu_.lock();
   // Re-check under the lock: a producer pushes to the global queue before it
   // looks for idle workers, and we publish ourselves before we look at it.
   if (stopping() || !global_.empty()) {
     idle_mu_.unlock();
+    w->spinning = was_spinning;
     return;
   }
   bool poll = false;
@@ -336,19 +342,17 @@ void scheduler::park(worker* w) {
   }
   w->in_poll = poll;
   w->idle = true;
+  w->wake_spinning = false;
   w->notified.store(0, std::memory_order_relaxed);
   idle_.push_back(w);
   npidle_.fetch_add(1, std::memory_order_seq_cst);
   idle_mu_.unlock();
 
   bool recheck = false;
-  if (w->spinning) {
-    w->spinning = false;
-    // The last spinner to stop must look at every queue once more: a producer
-    // that saw it spinning did not wake anyone.
-    if (nmspinning_.fetch_sub(1, std::memory_order_seq_cst) == 1) {
-      recheck = any_local_work() || !global_.empty();
-    }
+  // The last spinner to stop must look at every queue once more: a producer
+  // that saw it spinning did not wake anyone.
+  if (was_spinning && nmspinning_.fetch_sub(1, std::memory_order_seq_cst) == 1) {
+    recheck = any_local_work() || !global_.empty();
   }
   if (!recheck) {
     const std::int64_t timeout = timer_timeout_ns(workers_);
@@ -363,7 +367,7 @@ void scheduler::park(worker* w) {
 
   idle_mu_.lock();
   if (w->idle) {
-    // Timeout, I/O or spurious: take ourselves off the idle list.
+    // Timeout, I/O, recheck or spurious: take ourselves off the idle list.
     idle_.erase(std::find(idle_.begin(), idle_.end(), w));
     npidle_.fetch_sub(1, std::memory_order_seq_cst);
     w->idle = false;
@@ -371,8 +375,10 @@ void scheduler::park(worker* w) {
       w->spinning = true;
       nmspinning_.fetch_add(1, std::memory_order_seq_cst);
     }
+  } else {
+    // wakep() or stop() took us off the list; wakep() handed us a spinning slot.
+    w->spinning = w->wake_spinning;
   }
-  // else: wakep() or stop() removed us; wakep() made us a spinner.
   idle_mu_.unlock();
 }
 

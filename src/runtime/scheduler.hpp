@@ -59,7 +59,8 @@ struct alignas(64) worker {
   // when `in_poll` (set under idle_mu_ before publishing), the eventfd.
   std::atomic<std::uint32_t> notified{0};
   bool in_poll = false;
-  bool idle = false;  // guarded by sched->idle_mu_
+  bool idle = false;           // guarded by sched->idle_mu_
+  bool wake_spinning = false;  // guarded by sched->idle_mu_: set by wakep()
   // Task ids are handed out in blocks so spawning touches no shared counter.
   std::uint64_t next_id = 0;
   std::uint64_t id_limit = 0;
