@@ -14,13 +14,22 @@ namespace sluice {
 class sleep_awaiter {
  public:
   explicit sleep_awaiter(clock::time_point when) noexcept : when_(when) {}
+  // Relative form: reads the clock once (in await_ready), not twice.
+  explicit sleep_awaiter(clock::duration d) noexcept : delay_(d), relative_(true) {}
   sleep_awaiter(const sleep_awaiter&) = delete;
   sleep_awaiter& operator=(const sleep_awaiter&) = delete;
   ~sleep_awaiter() {
     // Only when the frame is destroyed while asleep (runtime shutdown).
     if (node_.heap.load(std::memory_order_acquire) != nullptr) detail::timer_heap::remove(&node_);
   }
-  bool await_ready() const noexcept { return when_ <= clock::now(); }
+  bool await_ready() noexcept {
+    if (relative_) {
+      if (delay_ <= clock::duration::zero()) return true;
+      when_ = clock::now() + delay_;
+      return false;
+    }
+    return when_ <= clock::now();
+  }
   [[gnu::noinline]] void await_suspend(std::coroutine_handle<> h);
   void await_resume() const noexcept {}
 
@@ -29,15 +38,15 @@ class sleep_awaiter {
     detail::task_record* task = nullptr;
   };
   static void fire(detail::timer_node* n) noexcept;
-  clock::time_point when_;
+  clock::time_point when_{};
+  clock::duration delay_{};
+  bool relative_ = false;
   node node_;
 };
 
 // Suspends the current task for at least `d` (no-op for d <= 0).
 // Go: time.Sleep(d).
-inline sleep_awaiter sleep_for(clock::duration d) noexcept {
-  return sleep_awaiter(clock::now() + d);
-}
+inline sleep_awaiter sleep_for(clock::duration d) noexcept { return sleep_awaiter(d); }
 // Suspends the current task until `t`. Go: time.Sleep(time.Until(t)).
 inline sleep_awaiter sleep_until(clock::time_point t) noexcept { return sleep_awaiter(t); }
 
