@@ -154,7 +154,7 @@ class select_awaiter {
     locks_ = make_locks(std::index_sequence_for<Cases...>{});
     wake_batch wakes;
     locks_.lock_all();
-    const bool done = poll(wakes);
+    const bool done = poll_locked(wakes);
     locks_.unlock_all();
     return done;
   }
@@ -164,7 +164,7 @@ class select_awaiter {
     waiter_.task = t;
     wake_batch wakes;
     locks_.lock_all();
-    if (poll(wakes)) {
+    if (poll_locked(wakes)) {
       locks_.unlock_all();
       return false;
     }
@@ -224,6 +224,17 @@ class select_awaiter {
     bool done = false;
     (void)((i == I ? (done = try_one<I>(wakes), true) : false) || ...);
     return done;
+  }
+
+  // poll() with the locks held; if a case throws (send on a closed channel, as
+  // Go panics), the locks are released before the exception leaves.
+  bool poll_locked(wake_batch& wakes) {
+    try {
+      return poll(wakes);
+    } catch (...) {
+      locks_.unlock_all();
+      throw;
+    }
   }
 
   // Locks held. Polls in a random order (uniform among ready cases, as Go does);
