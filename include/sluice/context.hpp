@@ -96,9 +96,11 @@ class context_node : public ref_counted {
     waiters_.remove(n);
     mu_.unlock();
   }
-  // Arms the deadline timer on the current worker, so waiting on done() wakes at
-  // the deadline. Lazy: contexts nobody waits on never touch a timer heap.
-  void arm_deadline() noexcept;
+  // Before waiting on done() (no lock held): cancels the context now if its
+  // deadline already passed, otherwise arms the deadline timer on the current
+  // worker so the wait ends at the deadline. Lazy: contexts nobody waits on
+  // never touch a timer heap.
+  void prepare_wait() noexcept;
 
   // Called once, after this node is cancelled (signal_context unregisters here).
   // Set before the node is shared.
@@ -150,7 +152,7 @@ class done_case {
   explicit done_case(detail::context_node* target) noexcept : target_(target) {}
   detail::spinlock* lock() const noexcept { return target_ != nullptr ? &target_->lock() : nullptr; }
   void prepare() const noexcept {
-    if (target_ != nullptr) target_->arm_deadline();
+    if (target_ != nullptr) target_->prepare_wait();
   }
   bool try_complete(result_type&, detail::wake_batch&) const noexcept {
     return target_ != nullptr && target_->done_locked();

@@ -15,7 +15,7 @@ namespace sluice {
 // Prints every live task of the current runtime, one block per task:
 //   task 12 [chan receive]:
 //     entry: worker_loop(sluice::chan<job>)
-//     created by go at server.cpp:88 in start_workers()
+//     created by go at server.cpp:88
 // Outside a runtime prints nothing. Go: runtime.Stack(buf, true).
 void dump_tasks(std::ostream& out);
 

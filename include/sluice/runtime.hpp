@@ -42,7 +42,7 @@ namespace sluice {
 struct task_info {
   std::uint64_t id = 0;
   std::string state;   // what it waits on: "chan receive", "sleep", "running", ...
-  std::string origin;  // "go at file.cpp:12 in f()", entry function
+  std::string origin;  // "entry: f(int)\n  created by go at file.cpp:12"
 };
 
 // Runtime settings. Go: GOMAXPROCS and the panic behaviour.

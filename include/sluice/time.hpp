@@ -19,8 +19,9 @@ class sleep_awaiter {
   sleep_awaiter(const sleep_awaiter&) = delete;
   sleep_awaiter& operator=(const sleep_awaiter&) = delete;
   ~sleep_awaiter() {
-    // Only when the frame is destroyed while asleep (runtime shutdown).
-    if (node_.heap.load(std::memory_order_acquire) != nullptr) detail::timer_heap::remove(&node_);
+    // Normally a no-op (the timer fired); removes it when the frame is destroyed
+    // while asleep (runtime shutdown).
+    if (node_.home.load(std::memory_order_acquire) != nullptr) detail::timer_heap::remove(&node_);
   }
   bool await_ready() noexcept {
     if (relative_) {

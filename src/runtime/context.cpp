@@ -167,9 +167,13 @@ void context_node::cancel_by_owner() noexcept {
   }
 }
 
-void context_node::arm_deadline() noexcept {
+void context_node::prepare_wait() noexcept {
   context_node* owner = deadline_owner_;
   if (owner == nullptr || owner->state_.load(std::memory_order_acquire) != 0) return;
+  if (clock::now() >= *owner->deadline_) {
+    owner->cancel(errc::deadline_exceeded);
+    return;
+  }
   timer_heap* heap = current_timer_heap();
   if (heap == nullptr) return;
   if (owner->timer_armed_.exchange(true, std::memory_order_acq_rel)) return;

@@ -128,7 +128,9 @@ class global_queue {
       head_ = first;
     }
     tail_ = last;
-    size_.store(size_.load(std::memory_order_relaxed) + n, std::memory_order_release);
+    // seq_cst: pairs with park()'s seq_cst increment of npidle_ then load of
+    // size_ (store-load handshake; see scheduler.hpp).
+    size_.store(size_.load(std::memory_order_relaxed) + n, std::memory_order_seq_cst);
     mu_.unlock();
   }
   task_record* pop() noexcept {
@@ -165,7 +167,7 @@ class global_queue {
     mu_.unlock();
     return first;
   }
-  bool empty() const noexcept { return size_.load(std::memory_order_acquire) == 0; }
+  bool empty() const noexcept { return size_.load(std::memory_order_seq_cst) == 0; }
   std::size_t size() const noexcept { return size_.load(std::memory_order_acquire); }
 
  private:

@@ -140,8 +140,10 @@ void runtime::run_main(detail::root_task main, const detail::task_origin& origin
 
 void yield_awaiter::await_suspend(std::coroutine_handle<> h) const {
   detail::task_record* t = detail::require_task("yield");
-  detail::prepare_park(t, h, detail::wait_reason::yield);
-  detail::schedule_fifo(t);
+  detail::prepare_park(t, h, detail::wait_reason::runnable);
+  // To the global queue, as Go's Gosched does: an idle worker can pick it up,
+  // and every task already queued here runs before it comes back.
+  t->sched->global_push_batch(t, t, 1);
 }
 
 std::size_t num_tasks() noexcept {

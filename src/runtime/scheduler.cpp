@@ -329,8 +329,6 @@ void scheduler::park(worker* w) {
   const bool was_spinning = w->spinning;
   w->spinning = false;
   idle_mu_.lock();
-  // Re-check under the lock: a producer pushes to the global queue before it
-  // looks for idle workers, and we publish ourselves before we look at it.
   if (stopping() || !global_.empty()) {
     idle_mu_.unlock();
     w->spinning = was_spinning;
@@ -348,11 +346,14 @@ void scheduler::park(worker* w) {
   npidle_.fetch_add(1, std::memory_order_seq_cst);
   idle_mu_.unlock();
 
-  bool recheck = false;
+  // A producer outside the workers pushes to the global queue (seq_cst) and
+  // then reads npidle_ (seq_cst); we incremented npidle_ and now read the
+  // queue. One of the two sees the other, so that push is never stranded.
+  bool recheck = !global_.empty();
   // The last spinner to stop must look at every queue once more: a producer
   // that saw it spinning did not wake anyone.
   if (was_spinning && nmspinning_.fetch_sub(1, std::memory_order_seq_cst) == 1) {
-    recheck = any_local_work() || !global_.empty();
+    recheck = recheck || any_local_work();
   }
   if (!recheck) {
     const std::int64_t timeout = timer_timeout_ns(workers_);

@@ -12,12 +12,14 @@
 //     futex wake, not one per task (no thundering herd);
 //   * a spinning worker that finds work stops spinning and, if it was the last
 //     spinner, calls wakep() so that remaining work still gets a spinner;
-//   * before sleeping a worker publishes itself as idle under idle_mu_, then
+//   * before sleeping a worker publishes itself as idle (npidle_, seq_cst), then
 //     re-checks the global queue and (if it was the last spinner) every local
-//     queue; a producer pushes first and checks for idle workers second. One of
-//     the two always sees the other, so no wake-up is lost;
+//     queue; a producer pushes first and checks for idle workers second, both
+//     seq_cst. One of the two always sees the other, so no wake-up is lost. A
+//     push to a worker's own local queue needs no such care: that worker runs
+//     it itself if nobody else does;
 //   * one idle worker blocks in epoll_wait (the netpoller), the others on a futex,
-//     each with its nearest own timer as timeout.
+//     each with the nearest timer of any worker as timeout.
 #pragma once
 
 #include "run_queue.hpp"

@@ -76,7 +76,8 @@ struct ticker_state : ref_counted {
       // Next tick one period after this one, skipping periods we fell behind on.
       clock::time_point next = s->node.when + s->period;
       if (next <= now) next = now + s->period;
-      s->arm(next);
+      // reset() may have re-armed the node while this firing was in flight.
+      if (s->node.heap.load(std::memory_order_relaxed) == nullptr) s->arm(next);
     }
     s->mu.unlock();
     ref_counted::release(s);

@@ -16,6 +16,7 @@ void timer_heap::add_locked(timer_node* n) {
   heap_.push_back(n);
   place(heap_.size() - 1, n);
   n->heap.store(this, std::memory_order_relaxed);
+  n->home.store(this, std::memory_order_release);
   sift_up(heap_.size() - 1);
   update_earliest();
 }
@@ -37,9 +38,9 @@ bool timer_heap::remove_locked(timer_node* n) noexcept {
 }
 
 bool timer_heap::remove(timer_node* n) noexcept {
-  // The node never moves between heaps, so once we hold the lock of the heap we
-  // read, remove_locked() re-checks membership exactly.
-  timer_heap* h = n->heap.load(std::memory_order_acquire);
+  // Lock the home heap even when the node already left it: a fire_locked
+  // callback may still be running under that lock (see timer_node::home).
+  timer_heap* h = n->home.load(std::memory_order_acquire);
   if (h == nullptr) return false;
   h->mu_.lock();
   const bool removed = h->remove_locked(n);
@@ -105,6 +106,7 @@ void timer_heap::clear() {
   left.swap(heap_);
   for (timer_node* n : left) {
     n->heap.store(nullptr, std::memory_order_relaxed);
+    n->home.store(nullptr, std::memory_order_relaxed);  // this heap is going away
     n->index = -1;
   }
   update_earliest();

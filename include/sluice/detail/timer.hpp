@@ -36,6 +36,10 @@ struct timer_node {
   // Which heap holds the node, or nullptr. Written under that heap's lock; read
   // without it only as a hint, then re-checked under the lock.
   std::atomic<timer_heap*> heap{nullptr};
+  // The heap the node was last added to; never cleared. remove() always locks
+  // it, because a fire_locked callback runs under that lock after the node has
+  // already left the heap: taking the lock is what proves the firing is over.
+  std::atomic<timer_heap*> home{nullptr};
   std::int32_t index = -1;
 };
 
@@ -58,8 +62,8 @@ class timer_heap {
     mu_.unlock();
   }
 
-  // Removes n from whichever heap holds it; returns false if it was in none
-  // (it fired, or was never added).
+  // Removes n from its heap; returns false if it was not in it (it fired, or was
+  // never added). When it returns, no fire_locked callback for n is running.
   static bool remove(timer_node* n) noexcept;
 
   // Runs every timer due at `now`. Returns the number fired.
