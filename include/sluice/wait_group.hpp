@@ -3,6 +3,10 @@
 //   sluice::wait_group wg;
 //   for (auto& job : jobs) { wg.add(1); sluice::go(run_job, job, &wg); }  // run_job calls wg->done()
 //   co_await wg.wait();
+//
+// As in Go, a wait_group may be destroyed as soon as wait() returns, even while
+// the last done() call is still returning; reusing one for a new round of add()
+// calls must wait until every wait() of the previous round has returned.
 #pragma once
 
 #include <sluice/detail/spinlock.hpp>
@@ -28,7 +32,9 @@ class wait_group {
   // add(-1). Go: wg.Done().
   void done() { add(-1); }
   // The current counter.
-  std::int64_t count() const noexcept { return count_.load(std::memory_order_acquire); }
+  std::int64_t count() const noexcept {
+    return static_cast<std::int64_t>(state_.load(std::memory_order_acquire) >> 32);
+  }
 
   class wait_awaiter {
    public:
@@ -50,9 +56,10 @@ class wait_group {
   wait_awaiter wait() noexcept { return wait_awaiter(this); }
 
  private:
-  // The counter is atomic so done() without waiters never takes the lock;
-  // waiters and the transition to zero are ordered by mu_.
-  std::atomic<std::int64_t> count_{0};
+  // Counter in the high 32 bits, number of parked waiters in the low 32 (Go's
+  // layout). add() touches nothing but this word unless it brings the counter
+  // to zero while waiters are parked, and parked waiters keep the object alive.
+  std::atomic<std::uint64_t> state_{0};
   detail::spinlock mu_;
   detail::wait_list waiters_;
 };

@@ -158,8 +158,11 @@ class global_queue {
     std::uint32_t taken = 1;
     while (head_ != nullptr && taken < max) {
       task_record* t = head_;
+      // Read the link before the push: once in the local queue, t can be stolen,
+      // run, and re-queued (rewriting next_run) or freed by another worker.
+      task_record* next = t->next_run;
       if (!local.push(t)) break;
-      head_ = t->next_run;
+      head_ = next;
       ++taken;
     }
     if (head_ == nullptr) tail_ = nullptr;
