@@ -81,8 +81,9 @@ class errgroup_state : public ref_counted {
 template <class F, class... A>
 root_task errgroup_body(ref_ptr<errgroup_state> st, F f, A... a) {
   try {
+    // The copies are used once: rvalues, so move-only arguments work (as go()).
     // Named, not a temporary in the co_await expression: GCC PR 100611.
-    auto t = std::invoke(f, a...);
+    auto t = std::invoke(std::move(f), std::move(a)...);
     co_await std::move(t);
   } catch (...) {
     st->fail(std::current_exception());
