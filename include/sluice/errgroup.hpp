@@ -78,18 +78,18 @@ class errgroup_state : public ref_counted {
   wait_list done_waiters_;
 };
 
-template <class F, class... A>
-root_task errgroup_body(ref_ptr<errgroup_state> st, F f, A... a) {
-  try {
-    // The copies are used once: rvalues, so move-only arguments work (as go()).
-    // Named, not a temporary in the co_await expression: GCC PR 100611.
-    auto t = std::invoke(std::move(f), std::move(a)...);
-    co_await std::move(t);
-  } catch (...) {
-    st->fail(std::current_exception());
+// errgroup::go(): the first exception fails the group; the slot is given back.
+struct errgroup_policy {
+  ref_ptr<errgroup_state> st;
+  explicit errgroup_policy(ref_ptr<errgroup_state> s) noexcept : st(std::move(s)) {}
+  template <class T>
+  bool complete(root_base&, task<T>& t) noexcept {
+    if (std::exception_ptr e = t.handle().promise().exception) st->fail(e);
+    st->release_slot();
+    return true;
   }
-  st->release_slot();
-}
+  void abandon() noexcept {}
+};
 
 // Starts f(a...) as a group task that owns one of st's slots; gives the slot
 // back if the task cannot be started.
@@ -101,9 +101,9 @@ void errgroup_start(errgroup_state* st, F&& f, A&&... a) {
   task_origin o = make_origin<fn>(task_kind::errgroup, source_location::current());
   o.entry_address = entry_address<fn>(f);
   try {
-    start_task(errgroup_body<fn, std::decay_t<A>...>(ref_ptr<errgroup_state>::share(st),
-                                                      std::forward<F>(f), std::forward<A>(a)...),
-               o);
+    root<errgroup_policy, fn, std::decay_t<A>...>::start(
+        o, errgroup_policy(ref_ptr<errgroup_state>::share(st)), std::forward<F>(f),
+        std::forward<A>(a)...);
   } catch (...) {
     st->release_slot();
     throw;

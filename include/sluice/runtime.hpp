@@ -29,6 +29,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <tuple>
 #include <sluice/detail/source_location.hpp>
 #include <stdexcept>
 #include <string>
@@ -59,39 +60,29 @@ struct runtime_options {
 namespace detail {
 
 class scheduler;
-struct root_promise;
 
-struct root_task {
-  using promise_type = root_promise;
-  std::coroutine_handle<root_promise> handle;
+// A root: the heap object behind every task started by go(), spawn(), run() or
+// errgroup::go(). It holds the task's record, the decay-copied callable and
+// arguments, and the task<T> made by calling one with the others; the task's
+// promise points back at it (promise_base::set_root). Not a coroutine frame,
+// so a parked task costs its record plus its own frames and nothing more.
+struct root_base {
+  task_record rec;  // first: a record converts back to its root by a cast
+  // Called once: when the task's body has finished (abandoned = false, from its
+  // final suspend point) or when the runtime destroys a task still alive at
+  // shutdown (abandoned = true). Frees the root unless the policy keeps it.
+  void (*finish)(root_base* self, bool abandoned) noexcept = nullptr;
 };
 
-// Standard layout with the record first, so root_of() can go from a record to
-// its frame without storing the handle.
-struct root_promise {
-  task_record rec;
-
-  root_task get_return_object() noexcept {
-    return {std::coroutine_handle<root_promise>::from_promise(*this)};
-  }
-  std::suspend_always initial_suspend() const noexcept { return {}; }
-  struct final_awaiter {
-    bool await_ready() const noexcept { return false; }
-    void await_suspend(std::coroutine_handle<root_promise> h) const noexcept;
-    void await_resume() const noexcept {}
-  };
-  final_awaiter final_suspend() const noexcept { return {}; }
-  void return_void() const noexcept {}
-  void unhandled_exception() noexcept;
-  ~root_promise();
-
-  static void* operator new(std::size_t size) { return allocate_frame(size); }
-  static void operator delete(void* p, std::size_t size) noexcept { deallocate_frame(p, size); }
-};
-
-// Registers the root task and makes it runnable on the current runtime.
-// Throws std::logic_error outside a runtime (the frame is destroyed).
-void start_task(root_task t, const task_origin& origin);
+// Registers the root's task and makes it runnable on the current runtime.
+// Throws std::logic_error outside a runtime (the root is destroyed first).
+void start_root(root_base* r, const task_origin& origin);
+// The root a record belongs to.
+inline root_base* root_of(task_record* t) noexcept { return reinterpret_cast<root_base*>(t); }
+// Unregisters the task (called by every root's finish before it frees itself).
+void unregister_root(root_base* r) noexcept;
+// Reports an exception that escaped a detached task (the panic handler).
+void report_task_exception(root_base* r, std::exception_ptr e) noexcept;
 
 template <class T>
 using decay_t = std::decay_t<T>;
@@ -99,15 +90,69 @@ using decay_t = std::decay_t<T>;
 template <class F, class... A>
 using invoke_task_t = std::invoke_result_t<decay_t<F>&&, decay_t<A>&&...>;
 
-template <class F, class... A>
-root_task go_body(F f, A... a) {
-  // The copies are used once, so they are passed as rvalues (std::thread's rule;
-  // move-only arguments work). A lambda coroutine keeps pointing at `f`, which
-  // lives in this frame until the task ends. Named, not a temporary in the
-  // co_await expression: GCC PR 100611.
-  auto t = std::invoke(std::move(f), std::move(a)...);
-  co_await std::move(t);
-}
+// Policy: what happens with the result. Each provides
+//   bool complete(root_base&, task<R>&) noexcept  -> true: free the root now
+//   void abandon() noexcept
+template <class Policy, class F, class... A>
+class root final : public root_base {
+ public:
+  using task_type = std::invoke_result_t<F&&, A&&...>;
+
+  template <class P, class FF, class... AA>
+  explicit root(P&& policy, FF&& f, AA&&... args)
+      : policy_(std::forward<P>(policy)),
+        f_(std::forward<FF>(f)),
+        args_(std::forward<AA>(args)...),
+        // The copies are used once, so they are passed as rvalues (std::thread's
+        // rule; move-only arguments work). A lambda coroutine keeps pointing at
+        // f_, which lives here until the task is destroyed (t_ goes first).
+        t_(std::apply([this](A&... a) { return std::invoke(std::move(f_), std::move(a)...); },
+                      args_)) {
+    finish = &finish_root;
+    t_.handle().promise().set_root(this);
+    rec.resume_point = t_.handle();
+  }
+
+  // Allocates a root from the frame allocator and starts its task.
+  template <class P, class FF, class... AA>
+  static void start(const task_origin& origin, P&& policy, FF&& f, AA&&... args) {
+    static_assert(alignof(root) <= 16, "over-aligned callable or argument");
+    void* mem = allocate_frame(sizeof(root));
+    root* r = nullptr;
+    try {
+      r = ::new (mem) root(std::forward<P>(policy), std::forward<FF>(f), std::forward<AA>(args)...);
+    } catch (...) {
+      deallocate_frame(mem, sizeof(root));
+      throw;
+    }
+    start_root(r, origin);  // on failure it calls finish(r, true)
+  }
+
+ private:
+  static void finish_root(root_base* self, bool abandoned) noexcept {
+    auto* r = static_cast<root*>(self);
+    if (!abandoned && !r->policy_.complete(*r, r->t_)) return;
+    if (abandoned) r->policy_.abandon();
+    unregister_root(r);
+    r->~root();
+    deallocate_frame(r, sizeof(root));
+  }
+
+  Policy policy_;
+  F f_;
+  std::tuple<A...> args_;
+  task_type t_;
+};
+
+// go(): an exception escaping the task is a panic.
+struct go_policy {
+  template <class T>
+  bool complete(root_base& r, task<T>& t) noexcept {
+    if (std::exception_ptr e = t.handle().promise().exception) report_task_exception(&r, e);
+    return true;
+  }
+  void abandon() noexcept {}
+};
 
 template <class F>
 task_origin make_origin(task_kind kind, const detail::source_location& loc) noexcept {
@@ -191,20 +236,27 @@ struct join_ref {
   join_state<T>* operator->() const noexcept { return p; }
 };
 
-template <class T, class F, class... A>
-root_task spawn_body(join_ref<T> st, F f, A... a) {
-  try {
-    auto t = std::invoke(std::move(f), std::move(a)...);
-    if constexpr (std::is_void_v<T>) {
-      co_await std::move(t);
-    } else {
-      st->set_value(co_await std::move(t));
+// spawn(): the result (value or exception) goes to the join state.
+template <class T>
+struct spawn_policy {
+  join_ref<T> st;
+  explicit spawn_policy(join_state<T>* s) noexcept : st(s) {}
+  template <class U>
+  bool complete(root_base&, task<U>& t) noexcept {
+    try {
+      if constexpr (std::is_void_v<T>) {
+        t.handle().promise().take();
+      } else {
+        st->set_value(t.handle().promise().take());
+      }
+    } catch (...) {
+      st->set_error(std::current_exception());
     }
-  } catch (...) {
-    st->set_error(std::current_exception());
+    st->complete();
+    return true;
   }
-  st->complete();
-}
+  void abandon() noexcept {}
+};
 
 template <class T>
 struct main_slot {
@@ -223,19 +275,31 @@ struct main_slot<void> {
   }
 };
 
-template <class T, class F>
-root_task main_body(main_slot<T>* out, F* f) {
-  try {
-    auto t = (*f)();
-    if constexpr (std::is_void_v<T>) {
-      co_await std::move(t);
-    } else {
-      out->value.emplace(co_await std::move(t));
+// Stops the runtime the main task ran on (runtime.cpp).
+void main_finished(root_base& r) noexcept;
+
+// run(): the result goes to run()'s caller; the root stays until every other
+// task is destroyed, because their waits may point into main's frames.
+template <class T>
+struct main_policy {
+  main_slot<T>* out;
+  explicit main_policy(main_slot<T>* o) noexcept : out(o) {}
+  template <class U>
+  bool complete(root_base& r, task<U>& t) noexcept {
+    try {
+      if constexpr (std::is_void_v<T>) {
+        t.handle().promise().take();
+      } else {
+        out->value.emplace(t.handle().promise().take());
+      }
+    } catch (...) {
+      out->error = std::current_exception();
     }
-  } catch (...) {
-    out->error = std::current_exception();
+    main_finished(r);
+    return false;
   }
-}
+  void abandon() noexcept {}
+};
 
 }  // namespace detail
 
@@ -319,10 +383,8 @@ struct go {
                   "sluice::go: the callable must return sluice::task<T>");
     detail::task_origin o = detail::make_origin<fn>(detail::task_kind::go, loc);
     o.entry_address = detail::entry_address<fn>(f);
-    detail::start_task(
-        detail::go_body<fn, detail::decay_t<Args>...>(std::forward<F>(f),
-                                                      std::forward<Args>(args)...),
-        o);
+    detail::root<detail::go_policy, fn, detail::decay_t<Args>...>::start(
+        o, detail::go_policy{}, std::forward<F>(f), std::forward<Args>(args)...);
   }
 };
 template <class F, class... Args>
@@ -345,10 +407,8 @@ struct spawn : join_handle<spawn_result_t<F, Args...>> {
     detail::task_origin o = detail::make_origin<fn>(detail::task_kind::spawn, loc);
     o.entry_address = detail::entry_address<fn>(f);
     detail::join_state<value_type>* s = this->state();
-    detail::start_task(detail::spawn_body<value_type, fn, detail::decay_t<Args>...>(
-                           detail::join_ref<value_type>(s), std::forward<F>(f),
-                           std::forward<Args>(args)...),
-                       o);
+    detail::root<detail::spawn_policy<value_type>, fn, detail::decay_t<Args>...>::start(
+        o, detail::spawn_policy<value_type>(s), std::forward<F>(f), std::forward<Args>(args)...);
   }
 };
 template <class F, class... Args>
@@ -368,15 +428,27 @@ class runtime {
   auto run(F&& f) {
     using T = typename std::invoke_result_t<F&>::value_type;
     detail::main_slot<T> slot;
-    auto fp = std::addressof(f);
-    detail::task_origin o =
-        detail::make_origin<std::decay_t<F>>(detail::task_kind::run, detail::source_location::current());
-    run_main(detail::main_body<T, std::remove_reference_t<F>>(&slot, fp), o);
+    auto* fp = std::addressof(f);
+    detail::task_origin o = detail::make_origin<std::decay_t<F>>(
+        detail::task_kind::run, detail::source_location::current());
+    // f stays in the caller's frame for the whole run; the root calls it there.
+    auto call = [fp]() { return (*fp)(); };
+    run_main([&] {
+      using root_t = detail::root<detail::main_policy<T>, decltype(call)>;
+      void* mem = detail::allocate_frame(sizeof(root_t));
+      try {
+        return static_cast<detail::root_base*>(
+            ::new (mem) root_t(detail::main_policy<T>(&slot), std::move(call)));
+      } catch (...) {
+        detail::deallocate_frame(mem, sizeof(root_t));
+        throw;
+      }
+    }(), o);
     return slot.take();
   }
 
  private:
-  void run_main(detail::root_task main, const detail::task_origin& origin);
+  void run_main(detail::root_base* main, const detail::task_origin& origin);
   runtime_options opts_;
   bool used_ = false;
 };

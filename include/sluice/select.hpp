@@ -68,7 +68,7 @@ class after_case {
   node timer_;
 };
 
-inline after_case after(clock::duration d) noexcept { return after_case(clock::now() + d); }
+inline after_case after(clock::duration d) noexcept { return after_case(detail::deadline_after(d)); }
 inline after_case at(clock::time_point t) noexcept { return after_case(t); }
 
 // select(cases...): suspends until one case can proceed, completes it, and

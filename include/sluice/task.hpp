@@ -19,6 +19,7 @@
 
 #include <coroutine>
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <new>
 #include <type_traits>
@@ -35,15 +36,30 @@ namespace detail {
 void* allocate_frame(std::size_t size);
 void deallocate_frame(void* p, std::size_t size) noexcept;
 
+struct root_base;
+
+// What runs when a task finishes: `next` is the awaiting coroutine's address,
+// or (low bit set) the root_base that owns a top-level task. Returns the
+// coroutine to transfer to (noop after a root has been finished).
+std::coroutine_handle<> complete_task(std::uintptr_t next) noexcept;
+
 struct promise_base {
-  std::coroutine_handle<> continuation;
+  // The awaiting coroutine (set by co_await) or, tagged with 1, the root that
+  // started this task (go/spawn/run): one word either way, since it is in every
+  // frame.
+  std::uintptr_t next = 0;
   std::exception_ptr exception;
+
+  void set_continuation(std::coroutine_handle<> parent) noexcept {
+    next = reinterpret_cast<std::uintptr_t>(parent.address());
+  }
+  void set_root(root_base* r) noexcept { next = reinterpret_cast<std::uintptr_t>(r) | 1U; }
 
   struct final_awaiter {
     bool await_ready() const noexcept { return false; }
     template <class P>
     std::coroutine_handle<> await_suspend(std::coroutine_handle<P> h) noexcept {
-      return transfer_to(h.promise().continuation);
+      return complete_task(h.promise().next);
     }
     void await_resume() const noexcept {}
   };
@@ -127,7 +143,7 @@ class [[nodiscard]] task {
     explicit awaiter(std::coroutine_handle<promise_type> h) noexcept : h_(h) {}
     bool await_ready() const noexcept { return false; }
     std::coroutine_handle<> await_suspend(std::coroutine_handle<> parent) noexcept {
-      h_.promise().continuation = parent;
+      h_.promise().set_continuation(parent);
       return detail::transfer_to(h_);
     }
     T await_resume() { return h_.promise().take(); }
@@ -143,6 +159,8 @@ class [[nodiscard]] task {
 
   // Internal: gives up ownership of the frame.
   std::coroutine_handle<promise_type> release() noexcept { return std::exchange(h_, {}); }
+  // Internal: the frame (roots read the result from its promise).
+  std::coroutine_handle<promise_type> handle() const noexcept { return h_; }
 
  private:
   std::coroutine_handle<promise_type> h_;

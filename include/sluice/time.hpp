@@ -26,7 +26,7 @@ class sleep_awaiter {
   bool await_ready() noexcept {
     if (relative_) {
       if (delay_ <= clock::duration::zero()) return true;
-      when_ = clock::now() + delay_;
+      when_ = detail::deadline_after(delay_);
       return false;
     }
     return when_ <= clock::now();

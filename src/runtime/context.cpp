@@ -215,7 +215,7 @@ context_with_cancel with_deadline(const context& parent, clock::time_point deadl
 }
 
 context_with_cancel with_timeout(const context& parent, clock::duration timeout) {
-  return with_deadline(parent, clock::now() + timeout);
+  return with_deadline(parent, detail::deadline_after(timeout));
 }
 
 namespace {

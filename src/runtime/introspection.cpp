@@ -70,7 +70,7 @@ std::vector<task_info> leak_check::leaked_now() const {
 }
 
 task<std::vector<task_info>> leak_check::verify(clock::duration grace) const {
-  const clock::time_point deadline = clock::now() + grace;
+  const clock::time_point deadline = detail::deadline_after(grace);
   // goleak's schedule: retry quickly first, then back off.
   clock::duration step = std::chrono::microseconds(50);
   for (;;) {

@@ -43,42 +43,40 @@ const char* to_string(task_kind k) noexcept {
   return "?";
 }
 
-static_assert(std::is_standard_layout_v<root_promise>, "root_of() needs the record first");
+static_assert(std::is_standard_layout_v<root_base>, "root_of() needs the record first");
 static_assert(sizeof(task_record) <= 96, "task_record is part of every parked task's cost");
 
-std::coroutine_handle<> root_of(task_record* t) noexcept {
-  return std::coroutine_handle<root_promise>::from_promise(*reinterpret_cast<root_promise*>(t));
-}
-
-void root_promise::final_awaiter::await_suspend(std::coroutine_handle<root_promise> h) const noexcept {
-  task_record& rec = h.promise().rec;
-  rec.reason.store(wait_reason::finished, std::memory_order_relaxed);
-  if (rec.is_main) {
-    // The main frame stays until every other task is destroyed: their waits may
-    // point into it (a wait_group or mutex that lived in main's frame).
-    rec.sched->stop();
-    return;
+std::coroutine_handle<> complete_task(std::uintptr_t next) noexcept {
+  if ((next & 1U) != 0) {
+    // A top-level task: its root takes the result and frees the frames (it may
+    // destroy the frame we are suspended in, which is allowed: touch nothing).
+    auto* r = reinterpret_cast<root_base*>(next & ~std::uintptr_t{1});
+    r->rec.reason.store(wait_reason::finished, std::memory_order_relaxed);
+    r->finish(r, false);
+    return std::noop_coroutine();
   }
-  h.destroy();  // the promise destructor unregisters the task
+  return transfer_to(std::coroutine_handle<>::from_address(reinterpret_cast<void*>(next)));
 }
 
-void root_promise::unhandled_exception() noexcept {
-  rec.sched->handle_task_exception(&rec, std::current_exception());
-}
-
-root_promise::~root_promise() {
-  if (rec.registered) rec.sched->tasks().remove(&rec);
-}
-
-void start_task(root_task t, const task_origin& origin) {
+void start_root(root_base* r, const task_origin& origin) {
   worker* w = current_worker();
   if (w == nullptr) {
-    t.handle.destroy();
+    r->finish(r, true);
     throw std::logic_error(
         "sluice::go/spawn must be called from inside a runtime (within sluice::run)");
   }
-  w->sched->submit_new(&t.handle.promise().rec, origin, t.handle);
+  w->sched->submit_new(&r->rec, origin);
 }
+
+void unregister_root(root_base* r) noexcept {
+  if (r->rec.registered) r->rec.sched->tasks().remove(&r->rec);
+}
+
+void report_task_exception(root_base* r, std::exception_ptr e) noexcept {
+  r->rec.sched->handle_task_exception(&r->rec, std::move(e));
+}
+
+void main_finished(root_base& r) noexcept { r.rec.sched->stop(); }
 
 void join_state_base::complete() noexcept {
   mu_.lock();
@@ -117,9 +115,9 @@ runtime::runtime(runtime_options opts) : opts_(std::move(opts)) {
 
 runtime::~runtime() = default;
 
-void runtime::run_main(detail::root_task main, const detail::task_origin& origin) {
+void runtime::run_main(detail::root_base* main, const detail::task_origin& origin) {
   if (used_ || detail::current_worker() != nullptr) {
-    main.handle.destroy();
+    main->finish(main, true);
     throw std::logic_error(used_ ? "sluice::runtime::run: a runtime runs once"
                                  : "sluice::run called from inside a running runtime");
   }
@@ -128,14 +126,13 @@ void runtime::run_main(detail::root_task main, const detail::task_origin& origin
   try {
     sched = std::make_unique<detail::scheduler>(opts_);
   } catch (...) {
-    main.handle.destroy();
+    main->finish(main, true);
     throw;
   }
-  detail::task_record& rec = main.handle.promise().rec;
-  rec.is_main = true;
-  sched->submit_new(&rec, origin, main.handle);
+  main->rec.is_main = true;
+  sched->submit_new(&main->rec, origin);
   sched->run_workers();
-  sched->destroy_remaining(&rec);
+  sched->destroy_remaining(&main->rec);
 }
 
 void yield_awaiter::await_suspend(std::coroutine_handle<> h) const {

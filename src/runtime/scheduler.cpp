@@ -182,12 +182,9 @@ void scheduler::global_push_batch(task_record* first, task_record* last,
   wakep();
 }
 
-void scheduler::submit_new(task_record* t, const task_origin& origin,
-                           std::coroutine_handle<> root) {
+void scheduler::submit_new(task_record* t, const task_origin& origin) {
   worker* w = current_worker();
   t->sched = this;
-  (void)root;
-  t->resume_point = root;
   t->origin = origin;
   if (w != nullptr && w->sched == this) {
     t->id = allocate_id(w);
@@ -491,6 +488,13 @@ void scheduler::run_workers() {
   for (std::size_t i = 1; i < workers_.size(); ++i) workers_[i]->thread.join();
 }
 
+namespace {
+void destroy_task(task_record* t) noexcept {
+  root_base* r = root_of(t);
+  r->finish(r, true);
+}
+}  // namespace
+
 void scheduler::destroy_remaining(task_record* main) noexcept {
   // Newest first: a task usually waits on state owned by an older one (its
   // spawner), so that state is still there when the waiter unlinks itself.
@@ -498,7 +502,7 @@ void scheduler::destroy_remaining(task_record* main) noexcept {
   std::sort(all.begin(), all.end(),
             [](const task_record* a, const task_record* b) { return a->id > b->id; });
   for (task_record* t : all) {
-    if (t != main) root_of(t).destroy();
+    if (t != main) destroy_task(t);
   }
   // Destructors above may have created or woken nothing runnable that matters:
   // the queues are simply dropped. Frames of tasks spawned during destruction
@@ -507,9 +511,9 @@ void scheduler::destroy_remaining(task_record* main) noexcept {
     std::vector<task_record*> late = registry_.snapshot();
     late.erase(std::remove(late.begin(), late.end(), main), late.end());
     if (late.empty()) break;
-    for (task_record* t : late) root_of(t).destroy();
+    for (task_record* t : late) destroy_task(t);
   }
-  if (main != nullptr) root_of(main).destroy();
+  if (main != nullptr) destroy_task(main);
   for (auto& w : workers_) w->timers.clear();
 }
 

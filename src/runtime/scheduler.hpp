@@ -113,7 +113,7 @@ class scheduler {
   // Destroys every task still alive (newest first, the main task last).
   void destroy_remaining(task_record* main) noexcept;
 
-  void submit_new(task_record* t, const task_origin& origin, std::coroutine_handle<> root);
+  void submit_new(task_record* t, const task_origin& origin);
   void ready(task_record* t, bool next) noexcept;
 
   registry& tasks() noexcept { return registry_; }

@@ -74,8 +74,8 @@ struct ticker_state : ref_counted {
     if (!s->stopped) {
       s->ch.try_send(now);  // a full channel drops the tick, like Go
       // Next tick one period after this one, skipping periods we fell behind on.
-      clock::time_point next = s->node.when + s->period;
-      if (next <= now) next = now + s->period;
+      clock::time_point next = detail::saturating_add(s->node.when, s->period);
+      if (next <= now) next = detail::saturating_add(now, s->period);
       // reset() may have re-armed the node while this firing was in flight.
       if (s->node.heap.load(std::memory_order_relaxed) == nullptr) s->arm(next);
     }
@@ -107,7 +107,7 @@ ticker::ticker(clock::duration period) {
   s_->node.drop = &detail::ticker_state::drop;
   s_->node.fire_locked = false;
   s_->mu.lock();
-  s_->arm(clock::now() + period);
+  s_->arm(detail::deadline_after(period));
   s_->mu.unlock();
 }
 
@@ -147,7 +147,7 @@ void ticker::reset(clock::duration period) {
   s_->disarm();
   s_->stopped = false;
   s_->period = period;
-  s_->arm(clock::now() + period);
+  s_->arm(detail::deadline_after(period));
   s_->mu.unlock();
 }
 

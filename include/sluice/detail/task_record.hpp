@@ -63,9 +63,6 @@ struct task_record {
   std::uint16_t reg_shard = 0;
 };
 
-// The root frame a record lives in (destroyed at shutdown).
-std::coroutine_handle<> root_of(task_record* t) noexcept;
-
 // The task running on this thread, or nullptr outside a task. Defined out of
 // line behind a compiler barrier: clang 14 may otherwise cache a thread_local's
 // address across a suspension that resumes on another thread (llvm #47179).
