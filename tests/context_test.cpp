@@ -304,7 +304,10 @@ TEST(Context, DoneOfADescendantWakesAtAnAncestorsDeadline) {
 TEST(Context, DeadlineWakesWaitersInALaterRuntime) {
   // The deadline timer armed in one runtime is dropped when it shuts down; a
   // later runtime must arm it again.
-  auto [ctx, cancel] = sl::with_timeout(sl::context::background(), 30ms);
+  // Named, not structured bindings: clang 14 cannot capture those in a lambda.
+  const sl::context_with_cancel made = sl::with_timeout(sl::context::background(), 30ms);
+  const sl::context& ctx = made.ctx;
+  const sl::cancel_func& cancel = made.cancel;
   sl_test::run_checked([&]() -> sl::task<void> {
     auto r = co_await sl::select(sl::done(ctx), sl::after(1ms));  // arms the timer
     EXPECT_EQ(r.index(), 1u);
@@ -388,7 +391,9 @@ TEST(Context, WorksOutsideARuntimeForErrDeadlineAndValue) {
 }
 
 TEST(Context, CreatedOutsideARuntimeCanBeAwaitedInOne) {
-  auto [ctx, cancel] = sl::with_timeout(sl::context::background(), 3ms);
+  const sl::context_with_cancel made = sl::with_timeout(sl::context::background(), 3ms);
+  const sl::context& ctx = made.ctx;
+  const sl::cancel_func& cancel = made.cancel;
   sl_test::run_checked([&]() -> sl::task<void> {
     co_await ctx.done();
     EXPECT_EQ(ctx.err(), sl::errc::deadline_exceeded);
@@ -548,9 +553,6 @@ TEST(ContextStress, DeadlinesRacingExplicitCancellation) {
 }
 
 TEST(ContextStress, CancelReachesTheLeafOfAHundredThousandDeepChain) {
-  GTEST_SKIP() << "BUG: context_node::cancel recurses once per level of cancellable "
-                  "descendants, so cancelling the root of a 100,000-deep with_cancel chain "
-                  "overflows an 8 MiB stack (SIGSEGV, kills the test binary)";
   auto [root, cancel] = sl::with_cancel(sl::context::background());
   std::vector<sl::context_with_cancel> chain;
   sl::context leaf = root;
@@ -563,9 +565,6 @@ TEST(ContextStress, CancelReachesTheLeafOfAHundredThousandDeepChain) {
 }
 
 TEST(ContextStress, DroppingAMillionDeepValueChainDoesNotOverflow) {
-  GTEST_SKIP() << "BUG: a context node releases its parent from its destructor, so "
-                  "dropping the last handle of a 1,000,000-deep with_value chain recurses "
-                  "once per level and overflows an 8 MiB stack (SIGSEGV)";
   sl::context leaf = sl::context::background();
   for (int i = 0; i < 1'000'000; ++i) leaf = sl::with_value(leaf, k_user, i);
   EXPECT_EQ(*leaf.value(k_user), 999'999);

@@ -410,8 +410,8 @@ TEST(Select, SendCaseOnAClosedChannelThrowsAndReleasesTheChannel) {
     // instead of hanging it.
     const bool free_after_single = lock_is_free(closed);
     EXPECT_TRUE(free_after_single)
-        << "BUG: select threw channel_closed from its poll with every case lock held and "
-           "never released them; the channel is now unusable (any operation spins forever)";
+        << "select threw channel_closed from its poll with the case locks still held; the "
+           "channel is now unusable (any operation spins forever)";
     bool threw2 = false;
     if (free_after_single) {
       try {
@@ -421,7 +421,7 @@ TEST(Select, SendCaseOnAClosedChannelThrowsAndReleasesTheChannel) {
       }
       EXPECT_TRUE(threw2);
       EXPECT_TRUE(lock_is_free(closed));
-      EXPECT_TRUE(lock_is_free(other)) << "BUG: the other case's channel lock leaked too";
+      EXPECT_TRUE(lock_is_free(other)) << "the other case's channel lock leaked too";
     }
     if (free_after_single && lock_is_free(other)) {
       EXPECT_TRUE(closed.closed());

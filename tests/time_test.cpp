@@ -296,8 +296,9 @@ TEST(Ticker, RunningTickerCanBeDestroyedAfterItsRuntimeEnds) {
 }
 
 TEST(Ticker, StoppedTickerCanBeDestroyedAfterItsRuntimeEnds) {
-  // A use-after-free when broken: release builds usually survive it silently;
-  // TSan and ASan report it.
+  // stop() took the node off its heap; the destructor's stop() after the runtime
+  // ended must not touch the heap of a worker that no longer exists (ASan sees a
+  // heap-use-after-free if it does; release and TSan builds would not notice).
   std::optional<sl::ticker> t;
   sl_test::run_checked([&]() -> sl::task<void> {
     t.emplace(1ms);
@@ -463,9 +464,10 @@ TEST(TickerStress, ResetRacingBatchedTicksOnTheOtherWorker) {
   // Hunts: a tick's callback runs after the heap lock is released; a reset() on
   // the other worker between the heap popping the node and the callback re-arms
   // the node, and the callback must then not re-arm it a second time (the node
-  // would sit in the heap twice). 64 tickers share one heap and tiny periods,
-  // so their ticks fire in batches, which widens that window; four workers on
-  // fewer cores get preempted inside it.
+  // would sit in the heap twice, and the ticker is freed while still in it).
+  // Two firings of one ticker can also be in flight on two workers at once.
+  // 64 tickers share one heap and tiny periods, so their ticks fire in batches,
+  // which widens that window; four workers on fewer cores get preempted inside it.
   constexpr int tickers = 64;
   std::atomic<int> ticks_after_stop{0};
   sl_test::run_checked(

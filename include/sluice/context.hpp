@@ -108,6 +108,10 @@ class context_node : public ref_counted {
 
  private:
   context_node() = default;
+  // Sets the state and collects waiters and children (each with a reference).
+  bool cancel_collect(errc why, wake_batch& wakes, std::vector<context_node*>& work) noexcept;
+  // After the waiters are woken: signal hook and timer slot.
+  void finish_cancel() noexcept;
   static void fire_deadline(timer_node* n) noexcept;
   static void drop_deadline(timer_node* n) noexcept;
   void expire_if_due() const noexcept;

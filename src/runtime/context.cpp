@@ -71,6 +71,32 @@ context_node* context_node::make_value(context_node* parent, const void* key,
   return n;
 }
 
+namespace {
+// Releasing a context can free its parent, whose release can free its parent...
+// A million-deep chain of with_value must not recurse a million times: nested
+// releases on this thread are queued and run by the outermost one.
+thread_local bool releasing_parents = false;
+thread_local std::vector<context_node*>* pending_parents = nullptr;
+
+void release_parent(context_node* p) noexcept {
+  if (releasing_parents) {
+    pending_parents->push_back(p);
+    return;
+  }
+  std::vector<context_node*> pending;
+  releasing_parents = true;
+  pending_parents = &pending;
+  ref_counted::release(p);
+  while (!pending.empty()) {
+    context_node* next = pending.back();
+    pending.pop_back();
+    ref_counted::release(next);
+  }
+  pending_parents = nullptr;
+  releasing_parents = false;
+}
+}  // namespace
+
 context_node::~context_node() {
   // A signal_context dropped without being cancelled must still unregister.
   if (on_cancel != nullptr && state_.load(std::memory_order_acquire) == 0) on_cancel(this);
@@ -87,6 +113,8 @@ context_node::~context_node() {
     }
     cancel_parent_->mu_.unlock();
   }
+  // Last: the parent chain keeps cancel_parent_ (an ancestor) alive until here.
+  if (context_node* p = parent_.detach()) release_parent(p);
 }
 
 void context_node::expire_if_due() const noexcept {
@@ -114,13 +142,12 @@ const context_value_base* context_node::find(const void* key) const noexcept {
   return nullptr;
 }
 
-void context_node::cancel(errc why) noexcept {
-  wake_batch wakes;
-  std::vector<context_node*> kids;
+bool context_node::cancel_collect(errc why, wake_batch& wakes,
+                                  std::vector<context_node*>& work) noexcept {
   mu_.lock();
   if (state_.load(std::memory_order_relaxed) != 0) {
     mu_.unlock();
-    return;
+    return false;
   }
   state_.store(static_cast<int>(why), std::memory_order_release);
   while (wait_node* w = waiters_.claim_front()) wakes.add(w);
@@ -130,17 +157,42 @@ void context_node::cancel(errc why) noexcept {
     c->sib_prev_ = c->sib_next_ = nullptr;
     // A child whose count reached zero is being destroyed and waits for our
     // lock in its destructor; it finds itself unlinked and leaves us alone.
-    if (c->try_add_ref()) kids.push_back(c);
+    if (c->try_add_ref()) work.push_back(c);
     c = next;
   }
   children_ = nullptr;
   mu_.unlock();
+  return true;
+}
+
+void context_node::cancel(errc why) noexcept {
+  // Iterative (a worklist, not recursion): a chain of 100,000 nested contexts
+  // must not overflow the stack. Every descendant's state is set before any
+  // waiter is woken, so once done() returns for a context, err() is already
+  // set on all of its descendants.
+  wake_batch wakes;
+  std::vector<context_node*> work;  // each holds a reference taken in cancel_collect
+  if (!cancel_collect(why, wakes, work)) return;
+  std::vector<context_node*> cancelled;  // the same references, for phase two
+  while (!work.empty()) {
+    context_node* c = work.back();
+    work.pop_back();
+    if (c->cancel_collect(why, wakes, work)) {
+      cancelled.push_back(c);
+    } else {
+      ref_counted::release(c);
+    }
+  }
   wakes.wake_all();
-  if (on_cancel != nullptr) on_cancel(this);
-  for (context_node* c : kids) {
-    c->cancel(why);
+  finish_cancel();
+  for (context_node* c : cancelled) {
+    c->finish_cancel();
     ref_counted::release(c);
   }
+}
+
+void context_node::finish_cancel() noexcept {
+  if (on_cancel != nullptr) on_cancel(this);
   // The deadline no longer matters: free the timer slot now rather than at the
   // deadline (100k abandoned timeouts must not pin memory).
   if (timer_armed_.load(std::memory_order_acquire) && timer_heap::remove(&timer_)) {
@@ -178,8 +230,7 @@ void context_node::prepare_wait() noexcept {
   if (heap == nullptr) return;
   if (owner->timer_armed_.exchange(true, std::memory_order_acq_rel)) return;
   owner->add_ref();  // held by the heap until the timer fires or is removed
-  owner->timer_.when = *owner->deadline_;
-  heap->add(&owner->timer_);
+  heap->add(&owner->timer_, *owner->deadline_);
 }
 
 void context_node::fire_deadline(timer_node* n) noexcept {

@@ -59,8 +59,7 @@ struct ticker_state : ref_counted {
   // Requires mu.
   void arm(clock::time_point when) {
     add_ref();  // held by the heap
-    node.when = when;
-    home->add(&node);
+    home->add(&node, when);
   }
   // Requires mu.
   void disarm() noexcept {

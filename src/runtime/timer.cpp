@@ -12,6 +12,11 @@ void timer_heap::update_earliest() noexcept {
   earliest_.store(heap_.empty() ? none : to_ns(heap_[0]->when), std::memory_order_release);
 }
 
+void timer_heap::add_locked(timer_node* n, clock::time_point when) {
+  n->when = when;
+  add_locked(n);
+}
+
 void timer_heap::add_locked(timer_node* n) {
   heap_.push_back(n);
   place(heap_.size() - 1, n);
@@ -38,9 +43,13 @@ bool timer_heap::remove_locked(timer_node* n) noexcept {
 }
 
 bool timer_heap::remove(timer_node* n) noexcept {
-  // Lock the home heap even when the node already left it: a fire_locked
-  // callback may still be running under that lock (see timer_node::home).
-  timer_heap* h = n->home.load(std::memory_order_acquire);
+  // A fire_locked node: lock its home heap even when the node already left it,
+  // since its callback may still be running under that lock (timer_node::home).
+  // Such nodes live in task frames, destroyed before any heap. Unlocked-mode
+  // owners are kept alive by a reference instead and may outlive the runtime,
+  // so for them only the heap that holds the node now is used.
+  timer_heap* h = n->fire_locked ? n->home.load(std::memory_order_acquire)
+                                 : n->heap.load(std::memory_order_acquire);
   if (h == nullptr) return false;
   h->mu_.lock();
   const bool removed = h->remove_locked(n);

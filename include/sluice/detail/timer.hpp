@@ -56,9 +56,18 @@ class timer_heap {
   // Requires lock() held. Returns false if the node was not in this heap.
   bool remove_locked(timer_node* n) noexcept;
 
+  // Sets n->when under the lock: a worker that popped n earlier read it under
+  // this lock, so the write is ordered after that read.
+  void add_locked(timer_node* n, clock::time_point when);
+
   void add(timer_node* n) {
     mu_.lock();
     add_locked(n);
+    mu_.unlock();
+  }
+  void add(timer_node* n, clock::time_point when) {
+    mu_.lock();
+    add_locked(n, when);
     mu_.unlock();
   }
 
