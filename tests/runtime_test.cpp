@@ -224,3 +224,16 @@ TEST(RuntimeStress, MillionTasks) {
   });
   EXPECT_EQ(hits.load(), 1'000'000);
 }
+
+TEST(RuntimeDeathTest, UncaughtExceptionInDetachedTaskTerminatesWithItsIdentity) {
+  // Go: a panic in a goroutine kills the program and prints the goroutine.
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(sl::run([]() -> sl::task<void> {
+                 sl::go([]() -> sl::task<void> {
+                   throw std::runtime_error("boom in a detached task");
+                   co_return;
+                 });
+                 co_await sl::sleep_for(10s);
+               }),
+               "panic: uncaught exception in task [0-9]+: boom in a detached task");
+}
