@@ -279,7 +279,11 @@ TEST(Ticker, ResetFromAnotherWorkerTakesEffect) {
         }
       },
       sl::runtime_options{.workers = 2});
-  EXPECT_GT(tried, 0) << "the helper never ran on the other worker";
+  if (tried == 0) {
+    // Which worker runs a task is the scheduler's choice; on a loaded machine the
+    // helper may never land on the other worker. Nothing was tested then.
+    GTEST_SKIP() << "inconclusive: the helper never ran on the other worker";
+  }
   EXPECT_EQ(late, 0) << "BUG: in " << late << " of " << tried
                      << " attempts a 1 ms tick did not arrive within 500 ms after reset() on "
                         "another worker";
