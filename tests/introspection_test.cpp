@@ -222,7 +222,10 @@ TEST(Introspection, LeakCheckReportsAParkedTaskThenNoneAfterItEnds) {
     sl::chan<int> ch;
     sl::testing::leak_check lc;
     sl::go(parked_on_recv, ch);
-    const std::vector<sl::task_info> leaked = co_await lc.verify(5ms);
+    // Wait until it is parked (not merely queued), then ask with no grace period.
+    const std::optional<sl::task_info> parked = co_await until_state("parked_on_recv", "chan receive");
+    EXPECT_TRUE(parked.has_value());
+    const std::vector<sl::task_info> leaked = co_await lc.verify(0ms);
     EXPECT_EQ(leaked.size(), 1u);
     if (leaked.size() == 1) {
       EXPECT_EQ(leaked[0].state, "chan receive");
