@@ -27,6 +27,7 @@
 #include <sluice/detail/task_record.hpp>
 #include <sluice/detail/waiter.hpp>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -70,7 +71,7 @@ class chan_state : public ref_counted {
   chan_state(const chan_state&) = delete;
   chan_state& operator=(const chan_state&) = delete;
   ~chan_state() {
-    while (count_ != 0) pop_buffer();
+    while (count() != 0) pop_buffer();
     if (buf_ != nullptr) std::allocator<T>().deallocate(buf_, cap_);
   }
 
@@ -81,22 +82,34 @@ class chan_state : public ref_counted {
   std::size_t capacity() const noexcept { return cap_; }
   std::size_t size() const noexcept {
     mu.lock();
-    const std::size_t n = count_;
+    const std::size_t n = count();
     mu.unlock();
     return n;
   }
-  bool closed_locked() const noexcept { return closed_; }
+  bool closed_locked() const noexcept { return closed_.load(std::memory_order_relaxed); }
+
+  // Lock-free hints for select's fast path: "a receive (send) may complete now".
+  // No false negatives except staleness (the same as the case becoming ready
+  // just after select looked); false positives are re-checked under the lock.
+  bool recv_hint() const noexcept {
+    return count_.load(std::memory_order_relaxed) != 0 || sendq.maybe_nonempty() ||
+           closed_.load(std::memory_order_relaxed);
+  }
+  bool send_hint() const noexcept {
+    return count_.load(std::memory_order_relaxed) < cap_ || recvq.maybe_nonempty() ||
+           closed_.load(std::memory_order_relaxed);
+  }
 
   // Requires mu. Completes a send of `v` if a receiver waits or there is room.
   // Throws channel_closed (with mu still held: callers unlock in their handler).
   bool try_send_locked(T& v, wake_batch& wakes) {
-    if (closed_) throw channel_closed();
+    if (closed_locked()) throw channel_closed();
     if (wait_node* r = recvq.claim_front()) {
       static_cast<std::optional<T>*>(r->slot)->emplace(std::move(v));
       wakes.add(r);
       return true;
     }
-    if (count_ < cap_) {
+    if (count() < cap_) {
       push_buffer(std::move(v));
       return true;
     }
@@ -105,7 +118,7 @@ class chan_state : public ref_counted {
 
   // Requires mu. Completes a receive into `out` (nullopt when closed and empty).
   bool try_recv_locked(std::optional<T>& out, wake_batch& wakes) {
-    if (count_ != 0) {
+    if (count() != 0) {
       out.emplace(std::move(buf_[head_]));
       pop_buffer();
       // Room was made: move one blocked sender's value into the buffer.
@@ -120,7 +133,7 @@ class chan_state : public ref_counted {
       wakes.add(s);
       return true;
     }
-    if (closed_) {
+    if (closed_locked()) {
       out.reset();
       return true;
     }
@@ -130,11 +143,11 @@ class chan_state : public ref_counted {
   void close() {
     wake_batch wakes;
     mu.lock();
-    if (closed_) {
+    if (closed_locked()) {
       mu.unlock();
       throw channel_closed("sluice: close of closed channel");
     }
-    closed_ = true;
+    closed_.store(true, std::memory_order_relaxed);
     while (wait_node* r = recvq.claim_front()) {
       r->closed = true;
       wakes.add(r);
@@ -154,22 +167,24 @@ class chan_state : public ref_counted {
 
  private:
   void push_buffer(T&& v) {
-    std::size_t tail = head_ + count_;
+    std::size_t tail = head_ + count();
     if (tail >= cap_) tail -= cap_;
     std::construct_at(buf_ + tail, std::move(v));
-    ++count_;
+    count_.store(count() + 1, std::memory_order_relaxed);
   }
   void pop_buffer() noexcept {
     std::destroy_at(buf_ + head_);
     if (++head_ == cap_) head_ = 0;
-    --count_;
+    count_.store(count() - 1, std::memory_order_relaxed);
   }
 
   T* buf_ = nullptr;
   std::size_t cap_ = 0;
   std::size_t head_ = 0;
-  std::size_t count_ = 0;
-  bool closed_ = false;
+  // Written only under mu; atomic so select's hints may read them without it.
+  std::size_t count() const noexcept { return count_.load(std::memory_order_relaxed); }
+  std::atomic<std::size_t> count_{0};
+  std::atomic<bool> closed_{false};
 };
 
 }  // namespace detail
@@ -194,6 +209,15 @@ class recv_case {
   }
   void cancel(detail::wait_node& n) noexcept { s_->remove_waiter(n, false); }
   void finish(detail::wait_node&, result_type&) const noexcept {}
+  // Select's fast path: completes under this channel's lock alone when the
+  // lock-free hint says it can.
+  bool try_fast(result_type& out, detail::wake_batch& wakes) {
+    if (!s_->recv_hint()) return false;
+    s_->mu.lock();
+    const bool done = s_->try_recv_locked(out, wakes);
+    s_->mu.unlock();
+    return done;
+  }
 
  private:
   detail::chan_state<T>* s_;
@@ -220,6 +244,18 @@ class send_case {
   void cancel(detail::wait_node& n) noexcept { s_->remove_waiter(n, true); }
   void finish(detail::wait_node& n, result_type&) const {
     if (n.closed) throw channel_closed();
+  }
+  bool try_fast(result_type&, detail::wake_batch& wakes) {
+    if (!s_->send_hint()) return false;
+    s_->mu.lock();
+    try {
+      const bool done = s_->try_send_locked(value_, wakes);
+      s_->mu.unlock();
+      return done;
+    } catch (...) {
+      s_->mu.unlock();
+      throw;
+    }
   }
 
  private:

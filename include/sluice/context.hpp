@@ -168,6 +168,11 @@ class done_case {
     if (target_ != nullptr) target_->dequeue(&n);
   }
   void finish(detail::wait_node&, result_type&) const noexcept {}
+  bool try_fast(result_type&, detail::wake_batch&) const noexcept {
+    if (target_ == nullptr) return false;
+    target_->prepare_wait();  // a passed deadline cancels now
+    return target_->done_locked();  // an atomic load: fine without the lock
+  }
 
  private:
   detail::context_node* target_;

@@ -56,6 +56,7 @@ class after_case {
   void enqueue(detail::wait_node& n, result_type&);
   void cancel(detail::wait_node&) noexcept { detail::timer_heap::remove(&timer_); }
   void finish(detail::wait_node&, result_type&) const noexcept {}
+  bool try_fast(result_type&, detail::wake_batch&) const noexcept { return when_ <= clock::now(); }
 
  private:
   struct node : detail::timer_node {

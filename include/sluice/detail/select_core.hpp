@@ -150,6 +150,20 @@ class select_awaiter {
   }
 
   bool await_ready() {
+    // Fast path: cases that can tell without a lock that they are ready (a
+    // buffered channel with values or room) are tried one at a time, in random
+    // order, each under its own lock only. Uniform among hinted-ready cases;
+    // anything else takes the full path below.
+    // Only when every case can hint: a case that cannot would never win here,
+    // and uniformity among ready cases would be lost.
+    if constexpr (n > 1 && (has_fast<Cases> && ...)) {
+      std::array<std::size_t, n> order;
+      shuffle(order);
+      wake_batch wakes;
+      for (std::size_t k = 0; k < n; ++k) {
+        if (try_fast_index(order[k], wakes, std::index_sequence_for<Cases...>{})) return true;
+      }
+    }
     prepare_all(std::index_sequence_for<Cases...>{});
     locks_ = make_locks(std::index_sequence_for<Cases...>{});
     wake_batch wakes;
@@ -226,6 +240,37 @@ class select_awaiter {
     return done;
   }
 
+  template <class C>
+  static constexpr bool has_fast = C::is_default || requires(C c, typename C::result_type r,
+                                                             wake_batch w) { c.try_fast(r, w); };
+
+  static void shuffle(std::array<std::size_t, n>& order) noexcept {
+    for (std::size_t i = 0; i < n; ++i) order[i] = i;
+    if constexpr (n > 1) {
+      for (std::size_t i = n - 1; i > 0; --i) {
+        std::swap(order[i], order[fast_rand() % (i + 1)]);
+      }
+    }
+  }
+
+  template <std::size_t I>
+  bool try_fast_one(wake_batch& wakes) {
+    using C = std::tuple_element_t<I, std::tuple<Cases...>>;
+    if constexpr (!C::is_default) {
+      if (std::get<I>(cases_).try_fast(std::get<I>(results_), wakes)) {
+        index_ = I;
+        return true;
+      }
+    }
+    return false;
+  }
+  template <std::size_t... I>
+  bool try_fast_index(std::size_t i, wake_batch& wakes, std::index_sequence<I...>) {
+    bool done = false;
+    (void)((i == I ? (done = try_fast_one<I>(wakes), true) : false) || ...);
+    return done;
+  }
+
   // poll() with the locks held; if a case throws (send on a closed channel, as
   // Go panics), the locks are released before the exception leaves.
   bool poll_locked(wake_batch& wakes) {
@@ -241,12 +286,7 @@ class select_awaiter {
   // falls back to the default case if there is one.
   bool poll(wake_batch& wakes) {
     std::array<std::size_t, n> order;
-    for (std::size_t i = 0; i < n; ++i) order[i] = i;
-    if constexpr (n > 1) {
-      for (std::size_t i = n - 1; i > 0; --i) {
-        std::swap(order[i], order[fast_rand() % (i + 1)]);
-      }
-    }
+    shuffle(order);
     for (std::size_t k = 0; k < n; ++k) {
       if (try_index(order[k], wakes, std::index_sequence_for<Cases...>{})) return true;
     }

@@ -45,10 +45,14 @@ struct wait_node {
 };
 
 // Intrusive FIFO of wait_nodes. Not thread-safe: guarded by its owner's lock.
+// The head is an atomic (relaxed) only so that select's lock-free readiness
+// hints may peek at "anyone waiting?" without the lock.
 class wait_list {
  public:
-  bool empty() const noexcept { return head_ == nullptr; }
-  wait_node* front() const noexcept { return head_; }
+  bool empty() const noexcept { return head() == nullptr; }
+  wait_node* front() const noexcept { return head(); }
+  // Without the lock: a possibly stale "someone may be waiting".
+  bool maybe_nonempty() const noexcept { return head() != nullptr; }
 
   void push_back(wait_node* n) noexcept {
     n->prev = tail_;
@@ -56,7 +60,7 @@ class wait_list {
     if (tail_ != nullptr) {
       tail_->next = n;
     } else {
-      head_ = n;
+      head_.store(n, std::memory_order_relaxed);
     }
     tail_ = n;
     n->linked = true;
@@ -67,7 +71,7 @@ class wait_list {
     if (n->prev != nullptr) {
       n->prev->next = n->next;
     } else {
-      head_ = n->next;
+      head_.store(n->next, std::memory_order_relaxed);
     }
     if (n->next != nullptr) {
       n->next->prev = n->prev;
@@ -81,7 +85,7 @@ class wait_list {
   // Pops nodes until one whose waiter this caller wins; losers (already claimed
   // by another party) are unlinked and skipped. Returns nullptr when none is left.
   wait_node* claim_front() noexcept {
-    while (wait_node* n = head_) {
+    while (wait_node* n = head()) {
       remove(n);
       if (n->owner->try_claim(n->case_index)) return n;
     }
@@ -89,7 +93,8 @@ class wait_list {
   }
 
  private:
-  wait_node* head_ = nullptr;
+  wait_node* head() const noexcept { return head_.load(std::memory_order_relaxed); }
+  std::atomic<wait_node*> head_{nullptr};
   wait_node* tail_ = nullptr;
 };
 
