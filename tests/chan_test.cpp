@@ -26,22 +26,8 @@ namespace sl = sluice;
 
 namespace {
 
-// How many live tasks wait in `state` ("chan receive", "chan send", ...).
-std::size_t tasks_in(std::string_view state) {
-  std::size_t n = 0;
-  for (const sl::task_info& t : sl::list_tasks()) n += t.state == state ? 1 : 0;
-  return n;
-}
-
-// Yields until at least `n` tasks wait in `state`; false if that never happens.
-// This is how a test knows a task is parked without sleeping.
-sl::task<bool> until_parked(std::string_view state, std::size_t n) {
-  for (int i = 0; i < 200'000; ++i) {
-    if (tasks_in(state) >= n) co_return true;
-    co_await sl::yield();
-  }
-  co_return false;
-}
+using sl_test::tasks_in;
+using sl_test::until_parked;
 
 // Yields until `flag` is set; false if that never happens.
 sl::task<bool> until_set(const std::atomic<bool>* flag) {

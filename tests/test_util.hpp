@@ -2,14 +2,34 @@
 #pragma once
 
 #include <sluice/runtime.hpp>
+#include <sluice/introspection.hpp>
 #include <sluice/testing.hpp>
 
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstddef>
+#include <string_view>
 #include <utility>
 
 namespace sl_test {
+
+// How many live tasks wait in `state` ("chan receive", "chan send", ...).
+inline std::size_t tasks_in(std::string_view state) {
+  std::size_t n = 0;
+  for (const sluice::task_info& t : sluice::list_tasks()) n += t.state == state ? 1 : 0;
+  return n;
+}
+
+// Yields until at least `n` tasks wait in `state`; false if that never happens.
+// This is how a test knows a task is parked without sleeping.
+inline sluice::task<bool> until_parked(std::string_view state, std::size_t n) {
+  for (int i = 0; i < 200'000; ++i) {
+    if (tasks_in(state) >= n) co_return true;
+    co_await sluice::yield();
+  }
+  co_return false;
+}
 
 // Runs f's task on a fresh runtime and fails the test if any task it started is
 // still alive after a grace period (every test ends leak-free).
