@@ -26,6 +26,7 @@
 #pragma once
 
 #include <sluice/clock.hpp>
+#include <sluice/detail/lock_guard.hpp>
 #include <sluice/detail/spinlock.hpp>
 #include <sluice/detail/task_record.hpp>
 #include <sluice/detail/waiter.hpp>
@@ -89,35 +90,7 @@ class mutex {
 
   // Ownership of a locked mutex; unlocks on destruction. Move-only. Go: the
   // `defer mu.Unlock()` idiom.
-  class [[nodiscard]] guard {
-   public:
-    guard() noexcept = default;
-    guard(guard&& o) noexcept : m_(std::exchange(o.m_, nullptr)) {}
-    guard& operator=(guard&& o) noexcept {
-      if (this != &o) {
-        if (m_ != nullptr) m_->unlock();
-        m_ = std::exchange(o.m_, nullptr);
-      }
-      return *this;
-    }
-    guard(const guard&) = delete;
-    guard& operator=(const guard&) = delete;
-    ~guard() {
-      if (m_ != nullptr) m_->unlock();
-    }
-    // Unlocks now; the guard becomes empty. Throws std::logic_error if empty.
-    void unlock();
-    // True while the guard holds the lock.
-    bool owns_lock() const noexcept { return m_ != nullptr; }
-    explicit operator bool() const noexcept { return m_ != nullptr; }
-    // Gives up ownership without unlocking: the caller must call mutex::unlock().
-    sluice::mutex* release() noexcept { return std::exchange(m_, nullptr); }
-
-   private:
-    friend class mutex;
-    explicit guard(sluice::mutex* m) noexcept : m_(m) {}
-    sluice::mutex* m_ = nullptr;
-  };
+  using guard = detail::basic_guard<mutex, false>;
 
   // The awaitable of lock(). The uncontended path is one CAS in await_ready;
   // a contended lock runs a small internal coroutine (inside the same task) that
@@ -218,65 +191,11 @@ class rw_mutex {
  public:
   // Exclusive (writer) ownership; unlocks on destruction. Move-only.
   // Go: `defer rw.Unlock()`.
-  class [[nodiscard]] guard {
-   public:
-    guard() noexcept = default;
-    guard(guard&& o) noexcept : m_(std::exchange(o.m_, nullptr)) {}
-    guard& operator=(guard&& o) noexcept {
-      if (this != &o) {
-        if (m_ != nullptr) m_->unlock();
-        m_ = std::exchange(o.m_, nullptr);
-      }
-      return *this;
-    }
-    guard(const guard&) = delete;
-    guard& operator=(const guard&) = delete;
-    ~guard() {
-      if (m_ != nullptr) m_->unlock();
-    }
-    // Unlocks now; the guard becomes empty. Throws std::logic_error if empty.
-    void unlock();
-    bool owns_lock() const noexcept { return m_ != nullptr; }
-    explicit operator bool() const noexcept { return m_ != nullptr; }
-    // Gives up ownership without unlocking: the caller must call rw_mutex::unlock().
-    rw_mutex* release() noexcept { return std::exchange(m_, nullptr); }
-
-   private:
-    friend class rw_mutex;
-    explicit guard(rw_mutex* m) noexcept : m_(m) {}
-    rw_mutex* m_ = nullptr;
-  };
+  using guard = detail::basic_guard<rw_mutex, false>;
 
   // Shared (reader) ownership; unlocks on destruction. Move-only.
   // Go: `defer rw.RUnlock()`.
-  class [[nodiscard]] shared_guard {
-   public:
-    shared_guard() noexcept = default;
-    shared_guard(shared_guard&& o) noexcept : m_(std::exchange(o.m_, nullptr)) {}
-    shared_guard& operator=(shared_guard&& o) noexcept {
-      if (this != &o) {
-        if (m_ != nullptr) m_->unlock_shared();
-        m_ = std::exchange(o.m_, nullptr);
-      }
-      return *this;
-    }
-    shared_guard(const shared_guard&) = delete;
-    shared_guard& operator=(const shared_guard&) = delete;
-    ~shared_guard() {
-      if (m_ != nullptr) m_->unlock_shared();
-    }
-    // Unlocks now; the guard becomes empty. Throws std::logic_error if empty.
-    void unlock();
-    bool owns_lock() const noexcept { return m_ != nullptr; }
-    explicit operator bool() const noexcept { return m_ != nullptr; }
-    // Gives up ownership without unlocking: the caller must call unlock_shared().
-    rw_mutex* release() noexcept { return std::exchange(m_, nullptr); }
-
-   private:
-    friend class rw_mutex;
-    explicit shared_guard(rw_mutex* m) noexcept : m_(m) {}
-    rw_mutex* m_ = nullptr;
-  };
+  using shared_guard = detail::basic_guard<rw_mutex, true>;
 
   // The awaitable of lock() and lock_shared(). The lock is handed over by the
   // unlocking task under the rw_mutex's spinlock, so a woken task owns it.

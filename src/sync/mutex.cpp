@@ -229,9 +229,8 @@ mutex::guard mutex::lock_awaiter::await_resume() {
   return guard(m_);
 }
 
-void mutex::guard::unlock() {
-  if (m_ == nullptr) throw std::logic_error("sluice::mutex::guard::unlock: the guard is empty");
-  std::exchange(m_, nullptr)->unlock();
+void detail::throw_empty_guard() {
+  throw std::logic_error("sluice: unlock through an empty guard (already unlocked or released)");
 }
 
 void mutex::unlock_slow(std::uint64_t s) {
@@ -295,17 +294,6 @@ void mutex::unlock_and_wake() {
 
 // ---- rw_mutex ----------------------------------------------------------------
 
-void rw_mutex::guard::unlock() {
-  if (m_ == nullptr) throw std::logic_error("sluice::rw_mutex::guard::unlock: the guard is empty");
-  std::exchange(m_, nullptr)->unlock();
-}
-
-void rw_mutex::shared_guard::unlock() {
-  if (m_ == nullptr) {
-    throw std::logic_error("sluice::rw_mutex::shared_guard::unlock: the guard is empty");
-  }
-  std::exchange(m_, nullptr)->unlock_shared();
-}
 
 std::uint64_t rw_mutex::waiting_bits_locked() const noexcept {
   return (writers_.empty() ? 0 : writers_waiting) | (readers_.empty() ? 0 : readers_waiting);
