@@ -24,21 +24,8 @@ namespace sl = sluice;
 
 namespace {
 
-std::size_t tasks_in(std::string_view state) {
-  std::size_t n = 0;
-  for (const sl::task_info& t : sl::list_tasks()) n += t.state == state ? 1 : 0;
-  return n;
-}
-
-// Yields until at least n tasks wait in `state`; false if that never happens.
-sl::task<bool> until_parked(std::string_view state, std::size_t n) {
-  const auto give_up = sl::clock::now() + std::chrono::seconds(10);
-  while (sl::clock::now() < give_up) {
-    if (tasks_in(state) >= n) co_return true;
-    co_await sl::yield();
-  }
-  co_return false;
-}
+using sl_test::tasks_in;
+using sl_test::until_parked;
 
 }  // namespace
 

@@ -21,10 +21,13 @@ inline std::size_t tasks_in(std::string_view state) {
   return n;
 }
 
-// Yields until at least `n` tasks wait in `state`; false if that never happens.
-// This is how a test knows a task is parked without sleeping.
+// Yields until at least `n` tasks wait in `state`; false if that does not happen
+// within 10 s (bounded by time, not by a count of yields, so a loaded machine
+// does not make it give up early). This is how a test knows a task is parked
+// without sleeping.
 inline sluice::task<bool> until_parked(std::string_view state, std::size_t n) {
-  for (int i = 0; i < 200'000; ++i) {
+  const auto give_up = sluice::clock::now() + std::chrono::seconds(10);
+  while (sluice::clock::now() < give_up) {
     if (tasks_in(state) >= n) co_return true;
     co_await sluice::yield();
   }
