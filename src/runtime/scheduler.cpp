@@ -293,7 +293,14 @@ task_record* scheduler::steal_work(worker* w) {
       if (v == w) continue;
       if (stopping()) return nullptr;
       if (task_record* t = w->local.steal_from(v->local)) return t;
-      if (last_round) {
+      if (last_round && v->run_next.load(std::memory_order_relaxed) != nullptr) {
+        // The victim is probably about to run its run_next task (a hand-off that
+        // should stay on its core): give it ~3 us first, as Go does, and steal
+        // only if the task is still waiting after that.
+        const std::int64_t until = to_ns(clock::now()) + 3000;
+        while (to_ns(clock::now()) < until && v->run_next.load(std::memory_order_relaxed) != nullptr) {
+          cpu_relax();
+        }
         if (task_record* t = v->run_next.exchange(nullptr, std::memory_order_acq_rel)) return t;
       }
     }
