@@ -140,6 +140,25 @@ class chan_state : public ref_counted {
     return false;
   }
 
+  // try_send_locked / try_recv_locked under the lock (released on an exception).
+  bool try_send(T& v, wake_batch& wakes) {
+    mu.lock();
+    try {
+      const bool done = try_send_locked(v, wakes);
+      mu.unlock();
+      return done;
+    } catch (...) {
+      mu.unlock();
+      throw;
+    }
+  }
+  bool try_recv(std::optional<T>& out, wake_batch& wakes) {
+    mu.lock();
+    const bool done = try_recv_locked(out, wakes);
+    mu.unlock();
+    return done;
+  }
+
   void close() {
     wake_batch wakes;
     mu.lock();
@@ -212,11 +231,7 @@ class recv_case {
   // Select's fast path: completes under this channel's lock alone when the
   // lock-free hint says it can.
   bool try_fast(result_type& out, detail::wake_batch& wakes) {
-    if (!s_->recv_hint()) return false;
-    s_->mu.lock();
-    const bool done = s_->try_recv_locked(out, wakes);
-    s_->mu.unlock();
-    return done;
+    return s_->recv_hint() && s_->try_recv(out, wakes);
   }
 
  private:
@@ -246,16 +261,7 @@ class send_case {
     if (n.closed) throw channel_closed();
   }
   bool try_fast(result_type&, detail::wake_batch& wakes) {
-    if (!s_->send_hint()) return false;
-    s_->mu.lock();
-    try {
-      const bool done = s_->try_send_locked(value_, wakes);
-      s_->mu.unlock();
-      return done;
-    } catch (...) {
-      s_->mu.unlock();
-      throw;
-    }
+    return s_->send_hint() && s_->try_send(value_, wakes);
   }
 
  private:
@@ -285,10 +291,7 @@ class chan {
     }
     bool await_ready() {
       detail::wake_batch wakes;
-      s_->mu.lock();
-      const bool done = s_->try_recv_locked(result_, wakes);
-      s_->mu.unlock();
-      return done;
+      return s_->try_recv(result_, wakes);
     }
     [[gnu::noinline]] bool await_suspend(std::coroutine_handle<> h) {
       detail::task_record* t = detail::require_task("chan::recv");
@@ -325,15 +328,7 @@ class chan {
     }
     bool await_ready() {
       detail::wake_batch wakes;
-      s_->mu.lock();
-      try {
-        const bool done = s_->try_send_locked(value_, wakes);
-        s_->mu.unlock();
-        return done;
-      } catch (...) {
-        s_->mu.unlock();
-        throw;
-      }
+      return s_->try_send(value_, wakes);
     }
     [[gnu::noinline]] bool await_suspend(std::coroutine_handle<> h) {
       detail::task_record* t = detail::require_task("chan::send");
@@ -382,24 +377,14 @@ class chan {
   // channel_closed on a closed channel. Go: select with a default case.
   bool try_send(T value) const {
     detail::wake_batch wakes;
-    s_->mu.lock();
-    try {
-      const bool done = s_->try_send_locked(value, wakes);
-      s_->mu.unlock();
-      return done;
-    } catch (...) {
-      s_->mu.unlock();
-      throw;
-    }
+    return s_->try_send(value, wakes);
   }
 
   // Receives if a value is ready; nullopt otherwise (or when closed and empty).
   std::optional<T> try_recv() const {
     detail::wake_batch wakes;
     std::optional<T> out;
-    s_->mu.lock();
-    s_->try_recv_locked(out, wakes);
-    s_->mu.unlock();
+    s_->try_recv(out, wakes);
     return out;
   }
 
