@@ -112,6 +112,9 @@ class context_node : public ref_counted {
   bool cancel_collect(errc why, wake_batch& wakes, std::vector<context_node*>& work) noexcept;
   // After the waiters are woken: signal hook and timer slot.
   void finish_cancel() noexcept;
+  // Unlinks this node from its cancel parent's children, if linked (takes the
+  // parent's lock).
+  void leave_parent() noexcept;
   static void fire_deadline(timer_node* n) noexcept;
   static void drop_deadline(timer_node* n) noexcept;
   void expire_if_due() const noexcept;

@@ -100,19 +100,7 @@ void release_parent(context_node* p) noexcept {
 context_node::~context_node() {
   // A signal_context dropped without being cancelled must still unregister.
   if (on_cancel != nullptr && state_.load(std::memory_order_acquire) == 0) on_cancel(this);
-  if (cancellable_ && cancel_parent_ != nullptr) {
-    cancel_parent_->mu_.lock();
-    if (linked_) {
-      if (sib_prev_ != nullptr) {
-        sib_prev_->sib_next_ = sib_next_;
-      } else {
-        cancel_parent_->children_ = sib_next_;
-      }
-      if (sib_next_ != nullptr) sib_next_->sib_prev_ = sib_prev_;
-      linked_ = false;
-    }
-    cancel_parent_->mu_.unlock();
-  }
+  leave_parent();
   // Last: the parent chain keeps cancel_parent_ (an ancestor) alive until here.
   if (context_node* p = parent_.detach()) release_parent(p);
 }
@@ -203,20 +191,23 @@ void context_node::finish_cancel() noexcept {
 void context_node::cancel_by_owner() noexcept {
   if (!cancellable_) return;
   cancel(errc::canceled);
-  if (cancel_parent_ != nullptr) {
-    cancel_parent_->mu_.lock();
-    if (linked_) {
-      if (sib_prev_ != nullptr) {
-        sib_prev_->sib_next_ = sib_next_;
-      } else {
-        cancel_parent_->children_ = sib_next_;
-      }
-      if (sib_next_ != nullptr) sib_next_->sib_prev_ = sib_prev_;
-      sib_prev_ = sib_next_ = nullptr;
-      linked_ = false;
+  leave_parent();
+}
+
+void context_node::leave_parent() noexcept {
+  if (!cancellable_ || cancel_parent_ == nullptr) return;
+  cancel_parent_->mu_.lock();
+  if (linked_) {
+    if (sib_prev_ != nullptr) {
+      sib_prev_->sib_next_ = sib_next_;
+    } else {
+      cancel_parent_->children_ = sib_next_;
     }
-    cancel_parent_->mu_.unlock();
+    if (sib_next_ != nullptr) sib_next_->sib_prev_ = sib_prev_;
+    sib_prev_ = sib_next_ = nullptr;
+    linked_ = false;
   }
+  cancel_parent_->mu_.unlock();
 }
 
 void context_node::prepare_wait() noexcept {
