@@ -88,6 +88,16 @@ std::string format_address(const sockaddr_storage& ss) {
   return out;
 }
 
+// "ip:port" of the socket's peer or own end; "" if the socket has none.
+std::string address_of(const socket_state* s, bool peer) {
+  if (s == nullptr) return {};
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  auto* sa = reinterpret_cast<sockaddr*>(&ss);
+  if ((peer ? getpeername(s->fd, sa, &len) : getsockname(s->fd, sa, &len)) != 0) return {};
+  return format_address(ss);
+}
+
 socket_state* adopt(int fd) {
   auto* s = new socket_state();
   s->fd = fd;
@@ -210,21 +220,9 @@ std::error_code tcp_stream::set_no_delay(bool on) noexcept {
   return {};
 }
 
-std::string tcp_stream::remote_address() const {
-  if (s_ == nullptr) return {};
-  sockaddr_storage ss{};
-  socklen_t len = sizeof ss;
-  if (getpeername(s_->fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return {};
-  return detail_net::format_address(ss);
-}
+std::string tcp_stream::remote_address() const { return detail_net::address_of(s_, true); }
 
-std::string tcp_stream::local_address() const {
-  if (s_ == nullptr) return {};
-  sockaddr_storage ss{};
-  socklen_t len = sizeof ss;
-  if (getsockname(s_->fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return {};
-  return detail_net::format_address(ss);
-}
+std::string tcp_stream::local_address() const { return detail_net::address_of(s_, false); }
 
 // ---- tcp_listener ---------------------------------------------------------------------
 
@@ -274,12 +272,6 @@ task<tcp_listener::accept_result> tcp_listener::accept(const context& ctx) {
   }
 }
 
-std::string tcp_listener::local_address() const {
-  if (s_ == nullptr) return {};
-  sockaddr_storage ss{};
-  socklen_t len = sizeof ss;
-  if (getsockname(s_->fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return {};
-  return detail_net::format_address(ss);
-}
+std::string tcp_listener::local_address() const { return detail_net::address_of(s_, false); }
 
 }  // namespace sluice::net
