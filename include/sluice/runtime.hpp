@@ -113,18 +113,23 @@ class root final : public root_base {
     rec.resume_point = t_.handle();
   }
 
-  // Allocates a root from the frame allocator and starts its task.
+  // Allocates a root from the frame allocator and builds its (not started) task.
   template <class P, class FF, class... AA>
-  static void start(const task_origin& origin, P&& policy, FF&& f, AA&&... args) {
+  static root* create(P&& policy, FF&& f, AA&&... args) {
     static_assert(alignof(root) <= 16, "over-aligned callable or argument");
     void* mem = allocate_frame(sizeof(root));
-    root* r = nullptr;
     try {
-      r = ::new (mem) root(std::forward<P>(policy), std::forward<FF>(f), std::forward<AA>(args)...);
+      return ::new (mem) root(std::forward<P>(policy), std::forward<FF>(f), std::forward<AA>(args)...);
     } catch (...) {
       deallocate_frame(mem, sizeof(root));
       throw;
     }
+  }
+
+  // create() and make the task runnable on the current runtime.
+  template <class P, class FF, class... AA>
+  static void start(const task_origin& origin, P&& policy, FF&& f, AA&&... args) {
+    root* r = create(std::forward<P>(policy), std::forward<FF>(f), std::forward<AA>(args)...);
     start_root(r, origin);  // on failure it calls finish(r, true)
   }
 
@@ -433,17 +438,8 @@ class runtime {
         detail::task_kind::run, detail::source_location::current());
     // f stays in the caller's frame for the whole run; the root calls it there.
     auto call = [fp]() { return (*fp)(); };
-    run_main([&] {
-      using root_t = detail::root<detail::main_policy<T>, decltype(call)>;
-      void* mem = detail::allocate_frame(sizeof(root_t));
-      try {
-        return static_cast<detail::root_base*>(
-            ::new (mem) root_t(detail::main_policy<T>(&slot), std::move(call)));
-      } catch (...) {
-        detail::deallocate_frame(mem, sizeof(root_t));
-        throw;
-      }
-    }(), o);
+    using root_t = detail::root<detail::main_policy<T>, decltype(call)>;
+    run_main(root_t::create(detail::main_policy<T>(&slot), std::move(call)), o);
     return slot.take();
   }
 
