@@ -15,6 +15,7 @@
 #include <cerrno>
 #include <cstring>
 #include <iostream>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -57,7 +58,7 @@ std::uint64_t xorshift(std::uint64_t& s) noexcept {
 
 // Time until the nearest timer of any worker, in ns; -1 for "no timer". An idle
 // worker sleeps no longer than that, so a timer whose worker is stuck in a long
-// task still fires on time (the idle worker runs it from steal_work).
+// task still fires on time (the idle worker runs it from run_due_timers).
 std::int64_t timer_timeout_ns(const std::vector<std::unique_ptr<worker>>& workers) noexcept {
   std::int64_t e = timer_heap::none;
   for (const auto& w : workers) e = std::min(e, w->timers.earliest_ns());
@@ -391,19 +392,19 @@ void scheduler::run_due_timers(worker* w, bool all) {
   // Own timers first; then (now and then, and before parking) due timers of
   // workers busy in a long task. Their heap lock is only tried: a held lock
   // means its owner is running them.
-  std::int64_t now = -1;
+  // The clock is read once, and only if some heap has a timer at all.
+  std::optional<clock::time_point> now;
   const std::size_t count = all ? workers_.size() : 1;
   for (std::size_t k = 0; k < count; ++k) {
     worker* v = workers_[(w->index + k) % workers_.size()].get();
     const std::int64_t e = v->timers.earliest_ns();
     if (e == timer_heap::none) continue;
-    if (now < 0) now = to_ns(clock::now());
-    if (e > now) continue;
+    if (!now) now = clock::now();
+    if (e > to_ns(*now)) continue;
     if (v == w) {
-      w->timers.run_expired(clock::now());
-    } else if (v->timers.lock().try_lock()) {
-      v->timers.lock().unlock();
-      v->timers.run_expired(clock::now());
+      w->timers.run_expired(*now);
+    } else {
+      v->timers.try_run_expired(*now);
     }
   }
 }

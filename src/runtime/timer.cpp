@@ -86,14 +86,13 @@ void timer_heap::sift_down(std::size_t i) noexcept {
   place(i, n);
 }
 
-std::size_t timer_heap::run_expired(clock::time_point now) {
+std::size_t timer_heap::run_expired_locked(clock::time_point now) {
   std::size_t fired = 0;
   // Unlocked-mode callbacks run after the lock is released: they take other
   // locks (a context's, a channel's) and select may hold those while it takes
   // this one. A small fixed batch keeps this allocation-free.
   timer_node* deferred[32];
   std::size_t ndeferred = 0;
-  mu_.lock();
   while (!heap_.empty() && heap_[0]->when <= now && ndeferred < 32) {
     timer_node* n = heap_[0];
     remove_locked(n);

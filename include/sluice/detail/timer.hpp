@@ -76,7 +76,16 @@ class timer_heap {
   static bool remove(timer_node* n) noexcept;
 
   // Runs every timer due at `now`. Returns the number fired.
-  std::size_t run_expired(clock::time_point now);
+  std::size_t run_expired(clock::time_point now) {
+    mu_.lock();
+    return run_expired_locked(now);
+  }
+  // As run_expired, but gives up at once if the lock is held (its owner is
+  // running them). For idle workers helping a busy one.
+  std::size_t try_run_expired(clock::time_point now) {
+    if (!mu_.try_lock()) return 0;
+    return run_expired_locked(now);
+  }
 
   // Nearest deadline without taking the lock (relaxed hint; exact under the lock).
   std::int64_t earliest_ns() const noexcept { return earliest_.load(std::memory_order_acquire); }
@@ -95,6 +104,8 @@ class timer_heap {
     n->index = static_cast<std::int32_t>(i);
   }
   void update_earliest() noexcept;
+  // Requires mu_ held; releases it (unlocked-mode callbacks run after that).
+  std::size_t run_expired_locked(clock::time_point now);
 
   spinlock mu_;
   std::vector<timer_node*> heap_;
