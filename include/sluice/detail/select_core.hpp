@@ -27,6 +27,7 @@
 #include <coroutine>
 #include <cstddef>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 
 namespace sluice::detail {
@@ -161,7 +162,9 @@ class select_awaiter {
       shuffle(order);
       wake_batch wakes;
       for (std::size_t k = 0; k < n; ++k) {
-        if (try_fast_index(order[k], wakes, std::index_sequence_for<Cases...>{})) return true;
+        if (at_index(order[k], [&](auto i) { return try_fast_one<decltype(i)::value>(wakes); })) {
+          return true;
+        }
       }
     }
     prepare_all(std::index_sequence_for<Cases...>{});
@@ -233,11 +236,16 @@ class select_awaiter {
       return false;
     }
   }
-  template <std::size_t... I>
-  bool try_index(std::size_t i, wake_batch& wakes, std::index_sequence<I...>) {
+  // Calls f(std::integral_constant<std::size_t, i>{}) for the runtime index i.
+  template <class F, std::size_t... I>
+  static bool at_index(std::size_t i, F&& f, std::index_sequence<I...>) {
     bool done = false;
-    (void)((i == I ? (done = try_one<I>(wakes), true) : false) || ...);
+    (void)((i == I ? (done = f(std::integral_constant<std::size_t, I>{}), true) : false) || ...);
     return done;
+  }
+  template <class F>
+  static bool at_index(std::size_t i, F&& f) {
+    return at_index(i, std::forward<F>(f), std::index_sequence_for<Cases...>{});
   }
 
   template <class C>
@@ -264,12 +272,6 @@ class select_awaiter {
     }
     return false;
   }
-  template <std::size_t... I>
-  bool try_fast_index(std::size_t i, wake_batch& wakes, std::index_sequence<I...>) {
-    bool done = false;
-    (void)((i == I ? (done = try_fast_one<I>(wakes), true) : false) || ...);
-    return done;
-  }
 
   // poll() with the locks held; if a case throws (send on a closed channel, as
   // Go panics), the locks are released before the exception leaves.
@@ -288,7 +290,7 @@ class select_awaiter {
     std::array<std::size_t, n> order;
     shuffle(order);
     for (std::size_t k = 0; k < n; ++k) {
-      if (try_index(order[k], wakes, std::index_sequence_for<Cases...>{})) return true;
+      if (at_index(order[k], [&](auto i) { return try_one<decltype(i)::value>(wakes); })) return true;
     }
     constexpr std::size_t def = default_index();
     if constexpr (def != npos) {
