@@ -12,6 +12,8 @@
 #include <sluice/runtime.hpp>
 #include <sluice/select.hpp>
 #include <sluice/semaphore.hpp>
+#include <sluice/stats.hpp>
 #include <sluice/task.hpp>
 #include <sluice/time.hpp>
 #include <sluice/wait_group.hpp>
+#include <sluice/worker_pool.hpp>

@@ -27,6 +27,9 @@ const char* to_string(wait_reason r) noexcept {
     case wait_reason::once: return "once";
     case wait_reason::errgroup: return "errgroup";
     case wait_reason::yield: return "yield";
+    case wait_reason::pool_idle: return "worker_pool idle";
+    case wait_reason::pool_submit: return "worker_pool submit";
+    case wait_reason::pool_shutdown: return "worker_pool shutdown";
     case wait_reason::finished: return "finished";
   }
   return "?";

@@ -30,6 +30,9 @@ enum class wait_reason : std::uint8_t {
   once,
   errgroup,
   yield,
+  pool_idle,
+  pool_submit,
+  pool_shutdown,
   finished,
 };
 const char* to_string(wait_reason r) noexcept;
