@@ -332,6 +332,38 @@ double pubsub(long n) {
   });
 }
 
+// ---- worker_pool -----------------------------------------------------------------
+double worker_pool(long n) {
+  return sl::run([&]() -> sl::task<double> {
+    std::atomic<long> counter{0};
+    const auto start = steady::now();
+    sl::worker_pool pool({.workers = 4, .queue_capacity = 1024, .name = "bench"});
+    auto job = [&counter](sl::context) -> sl::task<void> {
+      counter.fetch_add(1, std::memory_order_relaxed);
+      co_return;
+    };
+    for (long i = 0; i < n; ++i) co_await pool.submit(job);
+    const auto s = co_await pool.shutdown(sl::context::background());
+    const auto el = steady::now() - start;
+    check(counter.load() == n && s.completed == static_cast<std::uint64_t>(n), "worker_pool counter");
+    co_return per_item_ns(el, n);
+  });
+}
+
+// ---- errgroup_limit ------------------------------------------------------------------
+double errgroup_limit(long n) {
+  return sl::run([&]() -> sl::task<double> {
+    const auto start = steady::now();
+    sl::errgroup g;
+    g.set_limit(16);
+    auto trivial = []() -> sl::task<void> { co_return; };
+    for (long i = 0; i < n; ++i) co_await g.go(trivial);
+    co_await g.wait();
+    const auto el = steady::now() - start;
+    co_return per_item_ns(el, n);
+  });
+}
+
 struct workload {
   const char* name;
   const char* unit;
@@ -354,6 +386,8 @@ int main(int argc, char** argv) {
       {"pipeline", "ns/item", 1'000'000, pipeline},
       {"timers", "ms", 100'000, timers},
       {"pubsub", "ns/msg", 100'000, pubsub},
+      {"worker_pool", "ns/job", 1'000'000, worker_pool},
+      {"errgroup_limit", "ns/task", 1'000'000, errgroup_limit},
   };
   std::vector<std::string> wanted(argv + 1, argv + argc);
   for (const std::string& w : wanted) {

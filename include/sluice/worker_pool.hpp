@@ -37,6 +37,7 @@
 #include <sluice/task.hpp>
 
 #include <concepts>
+#include <coroutine>
 #include <cstdint>
 #include <exception>
 #include <functional>
@@ -164,22 +165,46 @@ class worker_pool {
   // return. Prefer `co_await shutdown(ctx)`.
   ~worker_pool();
 
+  // The awaitable of submit(): accepts the job without suspending when it can,
+  // else waits in a task of its own (see submit()).
+  class [[nodiscard]] submit_awaiter {
+   public:
+    submit_awaiter(detail::pool_state* st, const context* ctx, detail::pool_job* job) noexcept
+        : st_(st), ctx_(ctx), job_(job) {}
+    submit_awaiter(const submit_awaiter&) = delete;
+    submit_awaiter& operator=(const submit_awaiter&) = delete;
+    ~submit_awaiter();
+    bool await_ready();
+    [[gnu::noinline]] std::coroutine_handle<> await_suspend(std::coroutine_handle<> h);
+    std::error_code await_resume() {
+      return slow_.valid() ? slow_.handle().promise().take() : result_;
+    }
+
+   private:
+    detail::pool_state* st_;
+    const context* ctx_;  // nullptr: no context
+    detail::pool_job* job_;  // owned until accepted or handed to the slow path
+    std::error_code result_;
+    task<std::error_code> slow_;
+  };
+
   // Queues f (a callable `task<void>(context)`), suspending while the pool is
   // full. Returns an empty error_code once accepted, errc::closed if the pool
   // is (or gets) shut down first, in which case f was not accepted. Must be
   // awaited from a task.
   template <class F>
     requires detail::pool_job_callable<F>
-  task<std::error_code> submit(F&& f, job_options opts = {}) {
-    return submit_job(context::background(),
-                      detail::make_pool_job(std::forward<F>(f), std::move(opts)));
+  submit_awaiter submit(F&& f, job_options opts = {}) {
+    return submit_awaiter(st_.get(), nullptr,
+                          detail::make_pool_job(std::forward<F>(f), std::move(opts)));
   }
   // As submit(f), but gives up when ctx is done: returns ctx.err() and f was not
   // accepted. ctx bounds the wait only; the job does not run under it.
   template <class F>
     requires detail::pool_job_callable<F>
-  task<std::error_code> submit(const context& ctx, F&& f, job_options opts = {}) {
-    return submit_job(ctx, detail::make_pool_job(std::forward<F>(f), std::move(opts)));
+  submit_awaiter submit(const context& ctx, F&& f, job_options opts = {}) {
+    return submit_awaiter(st_.get(), &ctx,
+                          detail::make_pool_job(std::forward<F>(f), std::move(opts)));
   }
   // Accepts f if it can be done without waiting (an idle worker, room in the
   // queue, or a lower-priority job to displace); false when full or shut down
@@ -205,7 +230,6 @@ class worker_pool {
   const std::string& name() const noexcept;
 
  private:
-  task<std::error_code> submit_job(context ctx, detail::pool_job* job);
   bool try_submit_job(detail::pool_job* job);
 
   detail::ref_ptr<detail::pool_state> st_;
