@@ -3,12 +3,14 @@
 
 #include <sluice/chan.hpp>
 #include <sluice/clock.hpp>
+#include <sluice/concurrency_limiter.hpp>
 #include <sluice/context.hpp>
 #include <sluice/errgroup.hpp>
 #include <sluice/error.hpp>
 #include <sluice/introspection.hpp>
 #include <sluice/mutex.hpp>
 #include <sluice/once.hpp>
+#include <sluice/retry.hpp>
 #include <sluice/runtime.hpp>
 #include <sluice/select.hpp>
 #include <sluice/semaphore.hpp>
