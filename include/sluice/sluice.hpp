@@ -9,6 +9,7 @@
 #include <sluice/introspection.hpp>
 #include <sluice/mutex.hpp>
 #include <sluice/once.hpp>
+#include <sluice/rate.hpp>
 #include <sluice/runtime.hpp>
 #include <sluice/select.hpp>
 #include <sluice/semaphore.hpp>
