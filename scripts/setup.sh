@@ -8,6 +8,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev googletest
   libbenchmark-dev libcli11-dev nlohmann-json3-dev
   node-llhttp # llhttp C sources: /usr/share/llhttp/*.c, /usr/share/include/llhttp/llhttp.h
+  golang-go golang-golang-x-time-dev # tests/rate_diff: the real Go rate limiter to compare with
 )
 
 missing=()

@@ -10,6 +10,7 @@
 #include <sluice/introspection.hpp>
 #include <sluice/mutex.hpp>
 #include <sluice/once.hpp>
+#include <sluice/rate.hpp>
 #include <sluice/retry.hpp>
 #include <sluice/runtime.hpp>
 #include <sluice/select.hpp>
