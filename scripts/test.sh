@@ -7,7 +7,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd)
 
 PRESETS=${PRESETS-"release clang tsan asan"} # PRESETS="" runs only the contract
-CONTRACT_PARTS=${CONTRACT_PARTS:-"core"}
+CONTRACT_PARTS=${CONTRACT_PARTS:-"core flow"}
 contract=../shared/contract/run.sh
 
 current="startup"

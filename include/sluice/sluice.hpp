@@ -8,6 +8,7 @@
 #include <sluice/errgroup.hpp>
 #include <sluice/error.hpp>
 #include <sluice/introspection.hpp>
+#include <sluice/keyed_limiter.hpp>
 #include <sluice/mutex.hpp>
 #include <sluice/once.hpp>
 #include <sluice/rate.hpp>

@@ -23,6 +23,7 @@
 // stay far below the cost of a futex round trip (Go's sync.Mutex fast path is
 // an atomic too). wait_n never holds it across a suspension.
 #include <sluice/rate.hpp>
+#include <sluice/keyed_limiter.hpp>
 #include <sluice/select.hpp>
 
 #include <cmath>
@@ -304,3 +305,64 @@ void limiter::set_burst_at(clock::time_point t, int b) {
 }
 
 }  // namespace sluice::rate
+
+// ---- keyed_limiter's per-key bucket ------------------------------------------------
+
+namespace sluice::detail {
+
+namespace {
+// Go's advance on a bare bucket (limit finite and > 0).
+double bucket_advance(const rate_bucket& b, double limit, int burst, std::int64_t t) noexcept {
+  std::int64_t last = b.last_ns;
+  if (t < last) last = t;
+  const std::int64_t elapsed = rate::sub(t, last);
+  double tokens = b.tokens + rate::tokens_from_duration(limit, elapsed);
+  const double cap = static_cast<double>(burst);
+  if (tokens > cap) tokens = cap;
+  return tokens;
+}
+}  // namespace
+
+rate_verdict rate_bucket_take(rate_bucket& b, double limit, int burst, std::int64_t t, int n) noexcept {
+  rate_verdict v;
+  double tokens = bucket_advance(b, limit, burst, t);
+  const double after = tokens - static_cast<double>(n);
+  std::int64_t wait = 0;
+  if (after < 0) wait = rate::duration_from_tokens(limit, -after);
+  // Go's reserveN with maxFutureReserve 0: ok only if nothing needs waiting.
+  v.allowed = n <= burst && wait <= 0;
+  if (v.allowed) {
+    b.tokens = after;
+    b.last_ns = t;
+    tokens = after;
+    v.retry_after = clock::duration::zero();
+  } else {
+    v.retry_after = n > burst ? rate::inf_duration : clock::duration(wait);
+  }
+  v.remaining = tokens;
+  const double missing = static_cast<double>(burst) - tokens;
+  v.reset = missing > 0 ? clock::duration(rate::duration_from_tokens(limit, missing))
+                        : clock::duration::zero();
+  return v;
+}
+
+double rate_bucket_tokens(const rate_bucket& b, double limit, int burst, std::int64_t t) noexcept {
+  return bucket_advance(b, limit, burst, t);
+}
+
+void check_keyed_limit(rate::limit r, int burst) {
+  if (std::isnan(r.value()) || r.value() <= 0) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%g", r.value());
+    throw std::invalid_argument(
+        std::string("sluice::rate::keyed_limiter: limit must be > 0 events per second (got ") + buf +
+        "); a per-key limit of 0 would let each key spend its burst once and then refuse it "
+        "until it is evicted");
+  }
+  if (burst < 0) {
+    throw std::invalid_argument("sluice::rate::keyed_limiter: burst must be >= 0 (got " +
+                                std::to_string(burst) + ")");
+  }
+}
+
+}  // namespace sluice::detail

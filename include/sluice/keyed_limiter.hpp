@@ -1,0 +1,396 @@
+// keyed_limiter: one token bucket per client (IP, API key, user), in bounded
+// memory, with stale clients forgotten.
+//
+// The classic Go per-IP limiter is a map[string]*rate.Limiter behind a mutex,
+// plus a goroutine that deletes idle entries. It has two problems in
+// production: the mutex serializes every request on every core, and a client
+// that cycles through millions of source addresses or keys grows the map
+// without bound. keyed_limiter fixes both:
+//
+//   * sharded: a key's shard (by hash) has its own lock, so requests for
+//     different clients on different cores rarely meet;
+//   * bounded: at most max_keys clients are tracked, whatever arrives;
+//   * no thread: stale entries are reclaimed lazily by the calls themselves
+//     (and by cleanup(), if you want memory back sooner).
+//
+//   sluice::rate::keyed_limiter<std::string> per_ip(
+//       {.limit = sluice::rate::limit(10), .burst = 20, .max_keys = 100'000, .idle_ttl = 3min});
+//   if (!per_ip.allow(client_ip)) co_return reply(429);
+//
+// Each key behaves as its own rate::limiter(limit, burst) on which only
+// allow_n is called: the same float formulas, so the same answers as Go's
+// limiter for the same times (a new key starts with a full bucket, as a new
+// Go limiter does).
+//
+// Eviction policy. Every shard is a table in which a key can live in one of
+// `window` (16) consecutive slots from its hash. When a new key arrives and
+// must take a slot:
+//   1. a free slot in its window, if the shard is under its share of max_keys;
+//   2. else a stale slot in its window (not used for idle_ttl);
+//   3. else the least recently used slot in its window (a sampled LRU, like
+//      Redis's approximate LRU);
+//   4. if the shard is at its share and the window holds no entry at all, the
+//      next entry found by the shard's clock hand.
+// Tables grow (doubling) up to about twice their share, so at moderate load
+// case 1 is the rule. An evicted key that comes back starts again with a full
+// bucket: a flood of more than max_keys distinct keys lets the flooder's own
+// keys (and the least active real clients) be forgotten early, but it cannot
+// grow memory, and it cannot make any key exceed its rate while it is tracked.
+// With idle_ttl at least burst/limit (a bucket idle that long is full again)
+// forgetting a stale key changes nothing it would be allowed.
+//
+// Thread-safe; works outside a runtime (it never suspends).
+#pragma once
+
+#include <sluice/clock.hpp>
+#include <sluice/detail/spinlock.hpp>
+#include <sluice/rate.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace sluice::detail {
+
+// The per-key state: Go's Limiter.tokens and Limiter.last.
+struct rate_bucket {
+  double tokens = 0;
+  std::int64_t last_ns = 0;
+};
+
+// What one keyed decision found (see keyed_limiter::check_n).
+struct rate_verdict {
+  bool allowed = false;
+  double remaining = 0;
+  clock::duration retry_after{};
+  clock::duration reset{};
+};
+
+// allow_n on one bucket, Go's formulas (src/flow/rate.cpp); limit finite > 0.
+rate_verdict rate_bucket_take(rate_bucket& b, double limit, int burst, std::int64_t t, int n) noexcept;
+double rate_bucket_tokens(const rate_bucket& b, double limit, int burst, std::int64_t t) noexcept;
+void check_keyed_limit(rate::limit r, int burst);
+
+}  // namespace sluice::detail
+
+namespace sluice::rate {
+
+// Settings of a keyed_limiter, in this order (designated initializers).
+struct keyed_limiter_options {
+  rate::limit limit;          // per key; > 0 (inf: everything allowed, nothing stored)
+  int burst = 1;              // per key; >= 0
+  std::size_t max_keys = 100'000;  // >= 1: clients tracked at most
+  clock::duration idle_ttl = std::chrono::minutes(3);  // > 0: unused this long = stale
+  std::size_t shards = 0;     // 0: 16 per core (rounded to a power of two)
+};
+
+// The outcome of keyed_limiter::check_n, for 429 responses and the RateLimit
+// headers.
+struct verdict {
+  bool allowed = false;
+  double remaining = 0;             // tokens left in the key's bucket (after this event if allowed)
+  clock::duration retry_after{};    // not allowed: until n tokens are there (inf_duration if n > burst)
+  clock::duration reset{};          // until the bucket is full again
+};
+
+// Counters of a keyed_limiter.
+struct keyed_limiter_stats {
+  std::size_t keys = 0;            // tracked now
+  std::uint64_t evicted_stale = 0;  // slots reused after idle_ttl, or freed by cleanup()
+  std::uint64_t evicted_live = 0;   // clients forgotten before idle_ttl (bound or collision)
+};
+
+// keyed_limiter<Key>: a token bucket per key. Go: the map[string]*rate.Limiter
+// pattern, sharded and bounded. Hash must be a good hash for Key (the shard and
+// the slot come from its bits).
+template <class Key, class Hash = std::hash<Key>, class Eq = std::equal_to<Key>>
+class keyed_limiter {
+ public:
+  // Throws std::invalid_argument for limit <= 0 or NaN, burst < 0, max_keys 0
+  // or idle_ttl <= 0.
+  explicit keyed_limiter(keyed_limiter_options o) : opts_(o), inf_(o.limit == rate::inf) {
+    detail::check_keyed_limit(o.limit, o.burst);
+    if (o.max_keys == 0) throw std::invalid_argument("sluice::rate::keyed_limiter: max_keys must be >= 1");
+    if (o.idle_ttl <= clock::duration::zero()) {
+      throw std::invalid_argument("sluice::rate::keyed_limiter: idle_ttl must be > 0");
+    }
+    std::size_t n = o.shards;
+    if (n == 0) {
+      const unsigned cores = std::thread::hardware_concurrency();
+      n = 16 * static_cast<std::size_t>(cores == 0 ? 1 : cores);
+    }
+    n = std::bit_ceil(n);
+    // Every shard gets a share of at least one key; the shares add up to max_keys.
+    while (n > 1 && n > o.max_keys) n /= 2;
+    shards_ = std::make_unique<shard[]>(n);
+    mask_ = n - 1;
+    for (std::size_t i = 0; i < n; ++i) {
+      shards_[i].share = o.max_keys / n + (i < o.max_keys % n ? 1 : 0);
+    }
+    limit_ = o.limit.value();
+  }
+  keyed_limiter(const keyed_limiter&) = delete;
+  keyed_limiter& operator=(const keyed_limiter&) = delete;
+
+  // allow_n(key, clock::now(), 1). Go: limiterFor(key).Allow().
+  bool allow(const Key& key) { return allow_n(key, clock::now(), 1); }
+  // Whether n events for `key` may happen at t; if so, they are taken from its
+  // bucket. Throws std::invalid_argument if n < 0. Go: limiterFor(key).AllowN(t, n).
+  bool allow_n(const Key& key, clock::time_point t, int n) { return check_n(key, t, n).allowed; }
+  // As allow_n, and tells what a 429 response needs: the tokens left, how long
+  // until n tokens are there (Retry-After) and until the bucket is full
+  // (RateLimit-Reset).
+  verdict check_n(const Key& key, clock::time_point t, int n) {
+    if (n < 0) {
+      throw std::invalid_argument("sluice::rate::keyed_limiter::check_n: n must be >= 0 (got " +
+                                  std::to_string(n) + ")");
+    }
+    verdict v;
+    if (inf_) {
+      v.allowed = true;
+      v.remaining = static_cast<double>(opts_.burst);
+      return v;
+    }
+    const std::size_t h = mix(Hash{}(key));
+    shard& s = shards_[h & mask_];
+    const std::int64_t now = t.time_since_epoch().count();
+    s.mu.lock();
+    slot& e = s.find_or_insert(key, h, now, *this);
+    const detail::rate_verdict r = detail::rate_bucket_take(e.bucket, limit_, opts_.burst, now, n);
+    e.used_ns = now;
+    s.mu.unlock();
+    v.allowed = r.allowed;
+    v.remaining = r.remaining;
+    v.retry_after = r.retry_after;
+    v.reset = r.reset;
+    return v;
+  }
+
+  // The tokens `key` has at t (a full bucket for an untracked key). Does not
+  // start tracking the key.
+  double tokens_at(const Key& key, clock::time_point t) const {
+    if (inf_) return static_cast<double>(opts_.burst);
+    const std::size_t h = mix(Hash{}(key));
+    shard& s = shards_[h & mask_];
+    s.mu.lock();
+    const slot* e = s.find(key, h);
+    const double tok = e == nullptr ? static_cast<double>(opts_.burst)
+                                    : detail::rate_bucket_tokens(e->bucket, limit_, opts_.burst,
+                                                                 t.time_since_epoch().count());
+    s.mu.unlock();
+    return tok;
+  }
+
+  // Forgets every entry not used since t - idle_ttl; returns how many. The
+  // calls reclaim stale slots anyway; this gives the memory of a burst of
+  // one-off clients back sooner (call it from a ticker task, if at all).
+  std::size_t cleanup(clock::time_point t) {
+    const std::int64_t now = t.time_since_epoch().count();
+    std::size_t n = 0;
+    for (std::size_t i = 0; i <= mask_; ++i) {
+      shard& s = shards_[i];
+      s.mu.lock();
+      n += s.drop_stale(now, opts_.idle_ttl.count());
+      s.mu.unlock();
+    }
+    evicted_stale_.fetch_add(n, std::memory_order_relaxed);
+    return n;
+  }
+
+  // Keys tracked now (<= max_keys).
+  std::size_t size() const noexcept {
+    std::size_t n = 0;
+    for (std::size_t i = 0; i <= mask_; ++i) n += shards_[i].live.load(std::memory_order_relaxed);
+    return n;
+  }
+  keyed_limiter_stats stats() const noexcept {
+    return {size(), evicted_stale_.load(std::memory_order_relaxed),
+            evicted_live_.load(std::memory_order_relaxed)};
+  }
+  rate::limit limit() const noexcept { return opts_.limit; }
+  int burst() const noexcept { return opts_.burst; }
+  std::size_t max_keys() const noexcept { return opts_.max_keys; }
+
+ private:
+  static constexpr std::size_t window = 16;
+  static constexpr std::uint8_t empty_tag = 0;
+
+  struct slot {
+    Key key{};
+    detail::rate_bucket bucket;
+    std::int64_t used_ns = 0;  // last call for this key
+  };
+
+  // One shard: a table of slots with a tag byte each (0: empty; else 0x80 |
+  // 7 hash bits), so a lookup reads one or two cache lines of tags and then
+  // only the slot whose tag matches.
+  struct alignas(64) shard {
+    mutable detail::spinlock mu;
+    std::size_t share = 0;  // max entries here; the shares add up to max_keys
+    std::atomic<std::size_t> live{0};  // written under mu; read by size()
+    std::vector<std::uint8_t> tags;
+    std::vector<slot> slots;
+    std::size_t hand = 0;  // clock hand for case 4 of the eviction policy
+
+    static std::uint8_t tag_of(std::size_t h) noexcept {
+      return static_cast<std::uint8_t>(0x80 | ((h >> 48) & 0x7f));
+    }
+    std::size_t size_mask() const noexcept { return slots.size() - 1; }
+
+    const slot* find(const Key& key, std::size_t h) const {
+      if (slots.empty()) return nullptr;
+      const std::uint8_t tag = tag_of(h);
+      const std::size_t m = size_mask();
+      const std::size_t start = (h >> 8) & m;
+      for (std::size_t i = 0; i < window; ++i) {
+        const std::size_t k = (start + i) & m;
+        if (tags[k] == tag && Eq{}(slots[k].key, key)) return &slots[k];
+      }
+      return nullptr;
+    }
+
+    slot& find_or_insert(const Key& key, std::size_t h, std::int64_t now, keyed_limiter& owner) {
+      if (const slot* found = find(key, h)) return const_cast<slot&>(*found);
+      // Grow at 3/4 load, up to about twice the share (the window then rarely
+      // fills with live entries). Growing drops stale entries: read `live` after.
+      {
+        const std::size_t before = live.load(std::memory_order_relaxed);
+        if (slots.empty() || ((before + 1) * 4 > slots.size() * 3 && slots.size() < max_slots())) {
+          grow(owner, now);
+        }
+      }
+      const std::size_t cur = live.load(std::memory_order_relaxed);
+      const std::int64_t ttl = owner.opts_.idle_ttl.count();
+      const std::size_t m = size_mask();
+      const std::size_t start = (h >> 8) & m;
+      std::size_t free_k = SIZE_MAX, stale_k = SIZE_MAX, lru_k = SIZE_MAX;
+      for (std::size_t i = 0; i < window; ++i) {
+        const std::size_t k = (start + i) & m;
+        if (tags[k] == empty_tag) {
+          if (free_k == SIZE_MAX) free_k = k;
+        } else if (now - slots[k].used_ns >= ttl) {
+          if (stale_k == SIZE_MAX) stale_k = k;
+        } else if (lru_k == SIZE_MAX || slots[k].used_ns < slots[lru_k].used_ns) {
+          lru_k = k;
+        }
+      }
+      std::size_t k;
+      if (free_k != SIZE_MAX && cur < share) {
+        k = free_k;
+        live.store(cur + 1, std::memory_order_relaxed);
+      } else if (stale_k != SIZE_MAX) {
+        k = stale_k;
+        owner.evicted_stale_.fetch_add(1, std::memory_order_relaxed);
+      } else if (lru_k != SIZE_MAX) {
+        k = lru_k;
+        owner.evicted_live_.fetch_add(1, std::memory_order_relaxed);
+      } else {
+        // At the share with an empty window: free some entry elsewhere first.
+        evict_by_hand(owner, now, ttl);
+        k = free_k;
+      }
+      tags[k] = tag_of(h);
+      slot& e = slots[k];
+      e.key = key;
+      // A new Go limiter's first call sees a full bucket.
+      e.bucket = detail::rate_bucket{static_cast<double>(owner.opts_.burst), now};
+      e.used_ns = now;
+      return e;
+    }
+
+    std::size_t max_slots() const noexcept {
+      return std::bit_ceil(std::max<std::size_t>(share * 2, window));
+    }
+
+    void grow(keyed_limiter& owner, std::int64_t now) {
+      const std::size_t n = slots.empty() ? std::min<std::size_t>(window, max_slots())
+                                          : slots.size() * 2;
+      std::vector<std::uint8_t> old_tags(n, empty_tag);
+      std::vector<slot> old_slots(n);
+      old_tags.swap(tags);
+      old_slots.swap(slots);
+      const std::int64_t ttl = owner.opts_.idle_ttl.count();
+      std::size_t kept = 0;
+      for (std::size_t i = 0; i < old_slots.size(); ++i) {
+        if (old_tags[i] == empty_tag) continue;
+        if (now - old_slots[i].used_ns >= ttl) {
+          owner.evicted_stale_.fetch_add(1, std::memory_order_relaxed);
+          continue;
+        }
+        const std::size_t h = mix(Hash{}(old_slots[i].key));
+        const std::size_t m = size_mask();
+        const std::size_t start = (h >> 8) & m;
+        bool placed = false;
+        for (std::size_t j = 0; j < window && !placed; ++j) {
+          const std::size_t k = (start + j) & m;
+          if (tags[k] == empty_tag) {
+            tags[k] = old_tags[i];
+            slots[k] = std::move(old_slots[i]);
+            placed = true;
+          }
+        }
+        if (placed) {
+          ++kept;
+        } else {
+          owner.evicted_live_.fetch_add(1, std::memory_order_relaxed);  // a full window: rare
+        }
+      }
+      live.store(kept, std::memory_order_relaxed);
+    }
+
+    void evict_by_hand(keyed_limiter& owner, std::int64_t now, std::int64_t ttl) {
+      for (std::size_t i = 0; i < slots.size(); ++i) {
+        hand = (hand + 1) & size_mask();
+        if (tags[hand] != empty_tag) {
+          (now - slots[hand].used_ns >= ttl ? owner.evicted_stale_ : owner.evicted_live_)
+              .fetch_add(1, std::memory_order_relaxed);
+          tags[hand] = empty_tag;
+          slots[hand].key = Key{};
+          return;
+        }
+      }
+    }
+
+    std::size_t drop_stale(std::int64_t now, std::int64_t ttl) {
+      std::size_t n = 0;
+      for (std::size_t k = 0; k < slots.size(); ++k) {
+        if (tags[k] != empty_tag && now - slots[k].used_ns >= ttl) {
+          tags[k] = empty_tag;
+          slots[k].key = Key{};
+          ++n;
+        }
+      }
+      live.store(live.load(std::memory_order_relaxed) - n, std::memory_order_relaxed);
+      return n;
+    }
+  };
+
+  // Spreads the hash over all bits (std::hash<integer> is the identity).
+  static std::size_t mix(std::size_t h) noexcept {
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return h;
+  }
+
+  const keyed_limiter_options opts_;
+  const bool inf_;
+  double limit_ = 0;
+  std::unique_ptr<shard[]> shards_;
+  std::size_t mask_ = 0;
+  std::atomic<std::uint64_t> evicted_stale_{0};
+  std::atomic<std::uint64_t> evicted_live_{0};
+};
+
+}  // namespace sluice::rate
