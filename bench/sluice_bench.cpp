@@ -364,6 +364,82 @@ double errgroup_limit(long n) {
   });
 }
 
+// ---- rate_allow / rate_allow_parallel / rate_keyed -------------------------------------
+double rate_allow(long n) {
+  sl::rate::limiter lim(sl::rate::limit(1e9), 1'000'000'000);
+  long ok = 0;
+  const auto start = steady::now();
+  for (long i = 0; i < n; ++i) ok += lim.allow() ? 1 : 0;
+  const auto el = steady::now() - start;
+  check(ok == n, "rate_allow allowed all");
+  return per_item_ns(el, n);
+}
+
+double rate_allow_parallel(long n) {
+  return sl::run([&]() -> sl::task<double> {
+    constexpr int tasks = 2;
+    const long per = n / tasks;
+    sl::rate::limiter lim(sl::rate::limit(1e9), 1'000'000'000);
+    std::atomic<long> ok{0};
+    sl::wait_group wg;
+    const auto start = steady::now();
+    wg.add(tasks);
+    auto caller = [&]() -> sl::task<void> {
+      long c = 0;
+      for (long i = 0; i < per; ++i) c += lim.allow() ? 1 : 0;
+      ok.fetch_add(c);
+      wg.done();
+      co_return;
+    };
+    for (int t = 0; t < tasks; ++t) sl::go{caller};
+    co_await wg.wait();
+    const auto el = steady::now() - start;
+    check(ok.load() == per * tasks, "rate_allow_parallel allowed all");
+    co_return per_item_ns(el, per * tasks);
+  });
+}
+
+std::vector<std::string> keyed_keys(long count) {
+  std::vector<std::string> keys;
+  keys.reserve(static_cast<std::size_t>(count));
+  char buf[32];
+  for (long i = 0; i < count; ++i) {
+    std::snprintf(buf, sizeof buf, "10.%ld.%ld.%ld", (i >> 16) & 255, (i >> 8) & 255, i & 255);
+    keys.emplace_back(buf);
+  }
+  return keys;
+}
+
+double rate_keyed(long n) {
+  static const std::vector<std::string> keys = keyed_keys(100'000);
+  sl::rate::keyed_limiter<std::string> kl(
+      {.limit = sl::rate::limit(1e9), .burst = 1'000'000'000, .max_keys = 1'000'000});
+  long ok = 0;
+  std::size_t k = 0;
+  const auto start = steady::now();
+  for (long i = 0; i < n; ++i) {
+    ok += kl.allow(keys[k]) ? 1 : 0;
+    if (++k == keys.size()) k = 0;
+  }
+  const auto el = steady::now() - start;
+  check(ok == n, "rate_keyed allowed all");
+  return per_item_ns(el, n);
+}
+
+// Bytes of RSS per tracked key, 100,000 IPv4-style keys (keys prebuilt first,
+// so only the limiter's own memory is measured).
+double keyed_memory(long n) {
+  const std::vector<std::string> keys = keyed_keys(n);
+  const long before = rss_bytes();
+  sl::rate::keyed_limiter<std::string> kl(
+      {.limit = sl::rate::limit(10), .burst = 20, .max_keys = 1'000'000});
+  const auto t = sl::clock::now();
+  for (const auto& key : keys) (void)kl.allow_n(key, t, 1);
+  const long after = rss_bytes();
+  check(kl.size() == static_cast<std::size_t>(n), "keyed_memory tracks every key");
+  return static_cast<double>(after - before) / static_cast<double>(n);
+}
+
 struct workload {
   const char* name;
   const char* unit;
@@ -388,6 +464,10 @@ int main(int argc, char** argv) {
       {"pubsub", "ns/msg", 100'000, pubsub},
       {"worker_pool", "ns/job", 1'000'000, worker_pool},
       {"errgroup_limit", "ns/task", 1'000'000, errgroup_limit},
+      {"rate_allow", "ns/op", 10'000'000, rate_allow},
+      {"rate_allow_parallel", "ns/op", 10'000'000, rate_allow_parallel},
+      {"rate_keyed", "ns/op", 10'000'000, rate_keyed},
+      {"keyed_memory", "bytes/key", 100'000, keyed_memory},
   };
   std::vector<std::string> wanted(argv + 1, argv + argc);
   for (const std::string& w : wanted) {
@@ -403,7 +483,8 @@ int main(int argc, char** argv) {
     bool run = wanted.empty();
     for (const std::string& w : wanted) run = run || w == wl.name;
     if (!run) continue;
-    if (std::string(wl.name) != "park_memory") wl.fn(wl.n / 10);  // warm-up
+    const std::string name = wl.name;
+    if (name != "park_memory" && name != "keyed_memory") wl.fn(wl.n / 10);  // warm-up
     const double v = wl.fn(wl.n);
     if (std::string(wl.name) == "timers") {
       std::printf("RESULT impl=sluice workload=timers_wall value=%.1f unit=ms\n", v);

@@ -23,18 +23,20 @@
 // Go limiter does).
 //
 // Eviction policy. Every shard is a table in which a key can live in one of
-// `window` (16) consecutive slots from its hash. When a new key arrives and
+// `window` (16) slots: two groups of 8 picked by two independent parts of its
+// hash (two choices keep the groups evenly filled). When a new key arrives and
 // must take a slot:
-//   1. a free slot in its window, if the shard is under its share of max_keys;
+//   1. a free slot in its window (in the emptier group), if the shard is under
+//      its share of max_keys;
 //   2. else a stale slot in its window (not used for idle_ttl);
 //   3. else the least recently used slot in its window (a sampled LRU, like
 //      Redis's approximate LRU);
 //   4. if the shard is at its share and the window holds no entry at all, the
 //      next entry found by the shard's clock hand.
-// Tables grow (doubling) up to about twice their share, so at moderate load
-// case 1 is the rule. An evicted key that comes back starts again with a full
-// bucket: a flood of more than max_keys distinct keys lets the flooder's own
-// keys (and the least active real clients) be forgotten early, but it cannot
+// Tables grow (doubling, at 7/8 load or when a window is full of live
+// entries) up to about twice their share, so below max_keys case 1 is the
+// rule. An evicted key that comes back starts again with a full bucket: a
+// flood of more than max_keys distinct keys lets the flooder's own keys (and the least active real clients) be forgotten early, but it cannot
 // grow memory, and it cannot make any key exceed its rate while it is tracked.
 // With idle_ttl at least burst/limit (a bucket idle that long is full again)
 // forgetting a stale key changes nothing it would be allowed.
@@ -47,6 +49,7 @@
 #include <sluice/rate.hpp>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <bit>
 #include <cstddef>
@@ -221,7 +224,8 @@ class keyed_limiter {
   std::size_t max_keys() const noexcept { return opts_.max_keys; }
 
  private:
-  static constexpr std::size_t window = 16;
+  static constexpr std::size_t group = 8;
+  static constexpr std::size_t window = 2 * group;
   static constexpr std::uint8_t empty_tag = 0;
 
   struct slot {
@@ -242,47 +246,69 @@ class keyed_limiter {
     std::size_t hand = 0;  // clock hand for case 4 of the eviction policy
 
     static std::uint8_t tag_of(std::size_t h) noexcept {
-      return static_cast<std::uint8_t>(0x80 | ((h >> 48) & 0x7f));
+      return static_cast<std::uint8_t>(0x80 | ((h >> 57) & 0x7f));
+    }
+    // The window of a hash in a table of n slots (n a power of two >= 16): two
+    // aligned groups of 8, from bits 8.. and 32.. of the hash (the shard took
+    // the low bits, the tag the top ones).
+    static std::array<std::size_t, 2> groups(std::size_t h, std::size_t n) noexcept {
+      const std::size_t groups_mask = n / group - 1;
+      return {((h >> 8) & groups_mask) * group, ((h >> 32) & groups_mask) * group};
     }
     std::size_t size_mask() const noexcept { return slots.size() - 1; }
 
     const slot* find(const Key& key, std::size_t h) const {
       if (slots.empty()) return nullptr;
       const std::uint8_t tag = tag_of(h);
-      const std::size_t m = size_mask();
-      const std::size_t start = (h >> 8) & m;
-      for (std::size_t i = 0; i < window; ++i) {
-        const std::size_t k = (start + i) & m;
-        if (tags[k] == tag && Eq{}(slots[k].key, key)) return &slots[k];
+      for (const std::size_t g : groups(h, slots.size())) {
+        for (std::size_t k = g; k < g + group; ++k) {
+          if (tags[k] == tag && Eq{}(slots[k].key, key)) return &slots[k];
+        }
       }
       return nullptr;
     }
 
     slot& find_or_insert(const Key& key, std::size_t h, std::int64_t now, keyed_limiter& owner) {
       if (const slot* found = find(key, h)) return const_cast<slot&>(*found);
-      // Grow at 3/4 load, up to about twice the share (the window then rarely
-      // fills with live entries). Growing drops stale entries: read `live` after.
+      // Grow at 7/8 load (or when a window is full, below), up to about twice
+      // the share. Growing drops stale entries: read `live` after.
       {
         const std::size_t before = live.load(std::memory_order_relaxed);
-        if (slots.empty() || ((before + 1) * 4 > slots.size() * 3 && slots.size() < max_slots())) {
+        if (slots.empty() || ((before + 1) * 8 > slots.size() * 7 && slots.size() < max_slots())) {
           grow(owner, now);
         }
       }
-      const std::size_t cur = live.load(std::memory_order_relaxed);
       const std::int64_t ttl = owner.opts_.idle_ttl.count();
-      const std::size_t m = size_mask();
-      const std::size_t start = (h >> 8) & m;
-      std::size_t free_k = SIZE_MAX, stale_k = SIZE_MAX, lru_k = SIZE_MAX;
-      for (std::size_t i = 0; i < window; ++i) {
-        const std::size_t k = (start + i) & m;
-        if (tags[k] == empty_tag) {
-          if (free_k == SIZE_MAX) free_k = k;
-        } else if (now - slots[k].used_ns >= ttl) {
-          if (stale_k == SIZE_MAX) stale_k = k;
-        } else if (lru_k == SIZE_MAX || slots[k].used_ns < slots[lru_k].used_ns) {
-          lru_k = k;
+      std::size_t free_k, stale_k, lru_k;
+      for (;;) {
+        free_k = stale_k = lru_k = SIZE_MAX;
+        std::size_t most_free = 0;
+        for (const std::size_t g : groups(h, slots.size())) {
+          std::size_t free_here = 0, first_free = SIZE_MAX;
+          for (std::size_t k = g; k < g + group; ++k) {
+            if (tags[k] == empty_tag) {
+              ++free_here;
+              if (first_free == SIZE_MAX) first_free = k;
+            } else if (now - slots[k].used_ns >= ttl) {
+              if (stale_k == SIZE_MAX) stale_k = k;
+            } else if (lru_k == SIZE_MAX || slots[k].used_ns < slots[lru_k].used_ns) {
+              lru_k = k;
+            }
+          }
+          if (free_here > most_free) {
+            most_free = free_here;
+            free_k = first_free;
+          }
         }
+        // A window full of live entries while the shard is under its share
+        // and the table may still grow: grow rather than forget a client.
+        if (free_k != SIZE_MAX || stale_k != SIZE_MAX || slots.size() >= max_slots() ||
+            live.load(std::memory_order_relaxed) >= share) {
+          break;
+        }
+        grow(owner, now);
       }
+      const std::size_t cur = live.load(std::memory_order_relaxed);
       std::size_t k;
       if (free_k != SIZE_MAX && cur < share) {
         k = free_k;
@@ -312,8 +338,17 @@ class keyed_limiter {
     }
 
     void grow(keyed_limiter& owner, std::int64_t now) {
-      const std::size_t n = slots.empty() ? std::min<std::size_t>(window, max_slots())
-                                          : slots.size() * 2;
+      std::size_t n = slots.empty() ? std::min<std::size_t>(window, max_slots()) : slots.size() * 2;
+      // Rehashing into a table twice the size can still meet a full window
+      // (a cluster); then try the next size before forgetting anyone.
+      while (!rehash(owner, now, n, n >= max_slots())) n *= 2;
+    }
+
+    // Moves every live entry into a table of n slots. With `final` false it
+    // gives up (returning false, the old table untouched) at the first entry
+    // whose window is full; with `final` true such entries are dropped.
+    bool rehash(keyed_limiter& owner, std::int64_t now, std::size_t n, bool final) {
+      if (!final && !fits(n)) return false;
       std::vector<std::uint8_t> old_tags(n, empty_tag);
       std::vector<slot> old_slots(n);
       old_tags.swap(tags);
@@ -326,17 +361,11 @@ class keyed_limiter {
           owner.evicted_stale_.fetch_add(1, std::memory_order_relaxed);
           continue;
         }
-        const std::size_t h = mix(Hash{}(old_slots[i].key));
-        const std::size_t m = size_mask();
-        const std::size_t start = (h >> 8) & m;
-        bool placed = false;
-        for (std::size_t j = 0; j < window && !placed; ++j) {
-          const std::size_t k = (start + j) & m;
-          if (tags[k] == empty_tag) {
-            tags[k] = old_tags[i];
-            slots[k] = std::move(old_slots[i]);
-            placed = true;
-          }
+        const std::size_t k = place(tags, mix(Hash{}(old_slots[i].key)));
+        const bool placed = k != SIZE_MAX;
+        if (placed) {
+          tags[k] = old_tags[i];
+          slots[k] = std::move(old_slots[i]);
         }
         if (placed) {
           ++kept;
@@ -345,6 +374,39 @@ class keyed_limiter {
         }
       }
       live.store(kept, std::memory_order_relaxed);
+      return true;
+    }
+
+    // Whether every live entry finds a slot in its window of a table of n slots
+    // (a dry run of rehash on the tags alone).
+    bool fits(std::size_t n) const {
+      std::vector<std::uint8_t> taken(n, empty_tag);
+      for (std::size_t i = 0; i < slots.size(); ++i) {
+        if (tags[i] == empty_tag) continue;
+        const std::size_t k = place(taken, mix(Hash{}(slots[i].key)));
+        if (k == SIZE_MAX) return false;
+        taken[k] = tags[i];
+      }
+      return true;
+    }
+
+    // A free slot for hash h in the emptier of its two groups; SIZE_MAX if both are full.
+    static std::size_t place(const std::vector<std::uint8_t>& t, std::size_t h) noexcept {
+      std::size_t best = SIZE_MAX, best_free = 0;
+      for (const std::size_t g : groups(h, t.size())) {
+        std::size_t free_here = 0, first = SIZE_MAX;
+        for (std::size_t k = g; k < g + group; ++k) {
+          if (t[k] == empty_tag) {
+            ++free_here;
+            if (first == SIZE_MAX) first = k;
+          }
+        }
+        if (free_here > best_free) {
+          best_free = free_here;
+          best = first;
+        }
+      }
+      return best;
     }
 
     void evict_by_hand(keyed_limiter& owner, std::int64_t now, std::int64_t ttl) {
