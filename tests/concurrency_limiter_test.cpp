@@ -117,18 +117,20 @@ TEST(ConcurrencyLimiterStress, NeverExceedsTheLimitUnderCancellation) {
     std::vector<sl::context_with_cancel> ctxs;
     for (int i = 0; i < n; ++i) ctxs.push_back(sl::with_cancel(sl::context::background()));
     auto worker = [&](int i) -> sl::task<void> {
-      auto p = co_await l.acquire_permit(ctxs[static_cast<std::size_t>(i)].ctx);
-      if (p) {
-        const int now = inside.fetch_add(1) + 1;
-        int seen = peak.load();
-        while (now > seen && !peak.compare_exchange_weak(seen, now)) {
+      {
+        auto p = co_await l.acquire_permit(ctxs[static_cast<std::size_t>(i)].ctx);
+        if (p) {
+          const int now = inside.fetch_add(1) + 1;
+          int seen = peak.load();
+          while (now > seen && !peak.compare_exchange_weak(seen, now)) {
+          }
+          co_await sl::yield();
+          inside.fetch_sub(1);
+          ok.fetch_add(1);
+        } else {
+          gave_up.fetch_add(1);
         }
-        co_await sl::yield();
-        inside.fetch_sub(1);
-        ok.fetch_add(1);
-      } else {
-        gave_up.fetch_add(1);
-      }
+      }  // the permit is released here, before wg.done()
       wg.done();
     };
     for (int i = 0; i < n; ++i) sl::go(worker, i);

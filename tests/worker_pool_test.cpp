@@ -302,6 +302,10 @@ TEST(WorkerPool, JobsWithoutTimeoutRunUnderThePoolContext) {
 TEST(WorkerPool, JobThatWaitedLongerThanMaxQueueWaitIsDroppedAsExpired) {
   run_checked([]() -> sl::task<void> {
     sl::worker_pool pool({.workers = 1, .queue_capacity = 4, .max_queue_wait = 1ms});
+    // Job 1 goes straight to the idle worker (never queued, so it cannot
+    // expire however slow the machine is).
+    const bool idle = co_await until_parked("worker_pool idle", 1);
+    EXPECT_TRUE(idle);
     sl::chan<int> gate;
     recorder rec;
     co_await pool.submit(rec.job(gate, 1));
