@@ -19,8 +19,8 @@
 //
 // Each key behaves as its own rate::limiter(limit, burst) on which only
 // allow_n is called: the same float formulas, so the same answers as Go's
-// limiter for the same times (a new key starts with a full bucket, as a new
-// Go limiter does).
+// limiter for the same times (a new key starts as a new Go limiter does:
+// full, after its first refill from the zero time).
 //
 // Eviction policy. Every shard is a table in which a key can live in one of
 // `window` (16) slots: two groups of 8 picked by two independent parts of its
@@ -35,8 +35,9 @@
 //      next entry found by the shard's clock hand.
 // Tables grow (doubling, at 7/8 load or when a window is full of live
 // entries) up to about twice their share, so below max_keys case 1 is the
-// rule. An evicted key that comes back starts again with a full bucket: a
-// flood of more than max_keys distinct keys lets the flooder's own keys (and the least active real clients) be forgotten early, but it cannot
+// rule. An evicted key that comes back starts again as a new limiter (a full
+// bucket): a flood of more than max_keys distinct keys lets the flooder's own
+// keys (and the least active real clients) be forgotten early, but it cannot
 // grow memory, and it cannot make any key exceed its rate while it is tracked.
 // With idle_ttl at least burst/limit (a bucket idle that long is full again)
 // forgetting a stale key changes nothing it would be allowed.
@@ -55,6 +56,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <limits>
+#include <mutex>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -166,11 +169,16 @@ class keyed_limiter {
     const std::size_t h = mix(Hash{}(key));
     shard& s = shards_[h & mask_];
     const std::int64_t now = t.time_since_epoch().count();
-    s.mu.lock();
-    slot& e = s.find_or_insert(key, h, now, *this);
-    const detail::rate_verdict r = detail::rate_bucket_take(e.bucket, limit_, opts_.burst, now, n);
-    e.used_ns = now;
-    s.mu.unlock();
+    detail::rate_verdict r;
+    {
+      // RAII: copying the key or growing the table may throw (bad_alloc).
+      std::lock_guard<detail::spinlock> hold(s.mu);
+      slot& e = s.find_or_insert(key, h, now, *this);
+      r = detail::rate_bucket_take(e.bucket, limit_, opts_.burst, now, n);
+      // Only forward: a call with an older time (allowed, as in Go) must not
+      // make a busy key look idle.
+      if (now > e.used_ns) e.used_ns = now;
+    }
     v.allowed = r.allowed;
     v.remaining = r.remaining;
     v.retry_after = r.retry_after;
@@ -178,19 +186,17 @@ class keyed_limiter {
     return v;
   }
 
-  // The tokens `key` has at t (a full bucket for an untracked key). Does not
-  // start tracking the key.
+  // The tokens `key` has at t (those of a new limiter for an untracked key).
+  // Does not start tracking the key.
   double tokens_at(const Key& key, clock::time_point t) const {
     if (inf_) return static_cast<double>(opts_.burst);
     const std::size_t h = mix(Hash{}(key));
     shard& s = shards_[h & mask_];
-    s.mu.lock();
+    const std::int64_t now = t.time_since_epoch().count();
+    std::lock_guard<detail::spinlock> hold(s.mu);
     const slot* e = s.find(key, h);
-    const double tok = e == nullptr ? static_cast<double>(opts_.burst)
-                                    : detail::rate_bucket_tokens(e->bucket, limit_, opts_.burst,
-                                                                 t.time_since_epoch().count());
-    s.mu.unlock();
-    return tok;
+    return detail::rate_bucket_tokens(e != nullptr ? e->bucket : new_bucket(), limit_, opts_.burst,
+                                      now);
   }
 
   // Forgets every entry not used since t - idle_ttl; returns how many. The
@@ -201,9 +207,8 @@ class keyed_limiter {
     std::size_t n = 0;
     for (std::size_t i = 0; i <= mask_; ++i) {
       shard& s = shards_[i];
-      s.mu.lock();
+      std::lock_guard<detail::spinlock> hold(s.mu);
       n += s.drop_stale(now, opts_.idle_ttl.count());
-      s.mu.unlock();
     }
     evicted_stale_.fetch_add(n, std::memory_order_relaxed);
     return n;
@@ -281,23 +286,16 @@ class keyed_limiter {
       const std::int64_t ttl = owner.opts_.idle_ttl.count();
       std::size_t free_k, stale_k, lru_k;
       for (;;) {
-        free_k = stale_k = lru_k = SIZE_MAX;
-        std::size_t most_free = 0;
+        free_k = place(tags, h);
+        stale_k = lru_k = SIZE_MAX;
         for (const std::size_t g : groups(h, slots.size())) {
-          std::size_t free_here = 0, first_free = SIZE_MAX;
           for (std::size_t k = g; k < g + group; ++k) {
-            if (tags[k] == empty_tag) {
-              ++free_here;
-              if (first_free == SIZE_MAX) first_free = k;
-            } else if (now - slots[k].used_ns >= ttl) {
+            if (tags[k] == empty_tag) continue;
+            if (now - slots[k].used_ns >= ttl) {
               if (stale_k == SIZE_MAX) stale_k = k;
             } else if (lru_k == SIZE_MAX || slots[k].used_ns < slots[lru_k].used_ns) {
               lru_k = k;
             }
-          }
-          if (free_here > most_free) {
-            most_free = free_here;
-            free_k = first_free;
           }
         }
         // A window full of live entries while the shard is under its share
@@ -327,8 +325,7 @@ class keyed_limiter {
       tags[k] = tag_of(h);
       slot& e = slots[k];
       e.key = key;
-      // A new Go limiter's first call sees a full bucket.
-      e.bucket = detail::rate_bucket{static_cast<double>(owner.opts_.burst), now};
+      e.bucket = new_bucket();
       e.used_ns = now;
       return e;
     }
@@ -435,6 +432,13 @@ class keyed_limiter {
       return n;
     }
   };
+
+  // A new Go limiter: no tokens, last update at the zero time (before every
+  // time_point), so its first advance saturates the elapsed time and fills the
+  // bucket as far as limit x 2^63 ns allows (all of it, but for tiny limits).
+  static detail::rate_bucket new_bucket() noexcept {
+    return detail::rate_bucket{0.0, std::numeric_limits<std::int64_t>::min()};
+  }
 
   // Spreads the hash over all bits (std::hash<integer> is the identity).
   static std::size_t mix(std::size_t h) noexcept {

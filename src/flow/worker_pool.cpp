@@ -58,7 +58,6 @@ struct alignas(64) worker_slot {
   std::atomic<std::uint64_t> completed{0};
   std::atomic<std::uint64_t> failed{0};
   std::atomic<bool> running{false};
-  std::atomic<std::size_t> batched{0};  // taken in a batch, not started
   duration_recorder queue_wait;
   duration_recorder run_time;
 
@@ -149,13 +148,6 @@ class pool_state : public ref_counted {
     pool_job** victim_;
   };
 
-  // What a worker carries between takes.
-  struct worker_take {
-    bool parked = false;         // the last take parked (its clock reading is stale)
-    pool_job* batch = nullptr;   // taken with the last job, not started yet
-    std::size_t reserved = 0;    // queue slots the batch still holds (see take_batch_locked)
-  };
-
   // An idle worker: completes with the next job, or nullptr when the pool is
   // closed and drained (the worker exits).
   class take_case {
@@ -164,13 +156,11 @@ class pool_state : public ref_counted {
     static constexpr bool is_default = false;
     static constexpr wait_reason reason = wait_reason::pool_idle;
 
-    take_case(pool_state* s, worker_take* w) noexcept : s_(s), w_(w) {}
+    take_case(pool_state* s, bool* parked) noexcept : s_(s), parked_(parked) {}
     spinlock* lock() const noexcept { return &s_->mu_; }
     void prepare() const noexcept {}
     bool try_complete(pool_job*& out, wake_batch& wakes) noexcept {
-      s_->release_reserved_locked(w_->reserved, wakes);
       out = s_->pop_locked(wakes);
-      if (out != nullptr) s_->take_batch_locked(*w_, wakes);
       return out != nullptr || s_->closed_;
     }
     void enqueue(wait_node& n, pool_job*&) noexcept { s_->idle_.push_back(&n); }
@@ -180,13 +170,13 @@ class pool_state : public ref_counted {
       s_->mu_.unlock();
     }
     void finish(wait_node& n, pool_job*& out) noexcept {
-      w_->parked = true;
+      *parked_ = true;
       out = n.closed ? nullptr : static_cast<pool_job*>(n.slot);
     }
 
    private:
     pool_state* s_;
-    worker_take* w_;
+    bool* parked_;
   };
 
   // A shutdown caller: completes once every worker has exited.
@@ -314,8 +304,6 @@ class pool_state : public ref_counted {
   // The deadline: the queue is dropped and the running jobs' contexts cancelled.
   void stop() noexcept {
     close();
-    // Workers drop what they took in a batch and have not started yet.
-    stopped_.store(true, std::memory_order_release);
     dropped_jobs gone;
     mu_.lock();
     for (std::size_t l = 0; l < levels; ++l) {
@@ -349,39 +337,31 @@ class pool_state : public ref_counted {
   // One worker. It runs its jobs under a context of its own (a child of the
   // pool's): copying a context per job then touches only this worker's
   // reference count, not a line every worker shares. It reads the clock once
-  // per job: the time a job ended is the next one's start when the next one was
-  // taken without parking.
+  // per job in the common case: the time a job ended is the next one's start
+  // when the next one was taken without parking and no callback (on_error,
+  // on_drop) ran in between; otherwise it reads the clock again.
   static task<void> worker_main(ref_ptr<pool_state> st, std::size_t index) {
     pool_state* s = st.get();
     worker_slot& me = s->slots_[index];
     const context_with_cancel mine = with_cancel(s->ctx_);
     clock::time_point now = clock::now();
-    worker_take w;
     for (;;) {
       pool_job* j = nullptr;
-      w.parked = false;
-      if (w.batch != nullptr) {
-        j = w.batch;
-        w.batch = j->next;
-        me.batched.store(me.batched.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
-        if (s->stopped_.load(std::memory_order_acquire)) {
-          s->drop(j, drop_reason::shutdown);
-          continue;
-        }
-      } else {
-        select_awaiter<take_case> take{take_case(s, &w)};
+      bool parked = false;
+      {
+        select_awaiter<take_case> take{take_case(s, &parked)};
         auto r = co_await take;
         j = r.get<0>();
-        me.batched.store(w.reserved, std::memory_order_relaxed);
       }
       if (j == nullptr) break;  // closed and drained
-      if (w.parked) now = clock::now();
+      if (parked) now = clock::now();
       const clock::time_point start = now;
       // A job handed straight to this (idle) worker was never queued.
       const clock::duration waited =
           j->accepted == clock::time_point{} ? clock::duration::zero() : start - j->accepted;
       if (s->opts_.max_queue_wait > clock::duration::zero() && waited > s->opts_.max_queue_wait) {
         s->drop(j, drop_reason::expired);
+        now = clock::now();  // on_drop may have taken a while
         continue;
       }
       me.queue_wait.record(waited);
@@ -409,6 +389,7 @@ class pool_state : public ref_counted {
       if (failure) {
         worker_slot::bump(me.failed);
         s->report(failure);
+        now = clock::now();  // the error handler may have taken a while
       } else {
         worker_slot::bump(me.completed);
       }
@@ -441,9 +422,6 @@ class pool_state : public ref_counted {
     mu_.lock();
     s.queued = queued_;
     mu_.unlock();
-    for (std::size_t i = 0; i < static_cast<std::size_t>(opts_.workers); ++i) {
-      s.queued += slots_[i].batched.load(std::memory_order_relaxed);
-    }
     for (std::size_t i = 0; i < static_cast<std::size_t>(opts_.workers); ++i) {
       const worker_slot& w = slots_[i];
       s.completed += w.completed.load(std::memory_order_relaxed);
@@ -493,9 +471,7 @@ class pool_state : public ref_counted {
       wakes.add(n);
       return true;
     }
-    // Blocked submitters go first (FIFO): a newcomer does not take the room
-    // that is accumulating for them.
-    if (queued_ + reserved_ < capacity_ && submitters_.empty()) {
+    if (queued_ < capacity_) {
       push_locked(job);
       return true;
     }
@@ -509,58 +485,6 @@ class pool_state : public ref_counted {
       }
     }
     return false;
-  }
-
-  // After a pop from a long queue: moves up to max_batch - 1 more jobs (the
-  // worker's fair share of what is queued) into the worker's batch, so that a
-  // busy pool takes its lock about once per batch rather than once per job.
-  // The batch keeps its queue slots (`reserved_`) until the worker's next take,
-  // so accepted-but-not-started jobs never exceed queue_capacity; the price is
-  // that slots of started batch jobs free up a little late, and that a job
-  // arriving later, even of a higher priority, waits behind at most
-  // max_batch - 1 jobs a worker already took.
-  void take_batch_locked(worker_take& w, wake_batch& wakes) noexcept {
-    constexpr std::size_t max_batch = 8;
-    std::size_t extra = queued_ / static_cast<std::size_t>(opts_.workers);
-    if (extra > max_batch - 1) extra = max_batch - 1;
-    pool_job** tail = &w.batch;
-    for (std::size_t i = 0; i < extra; ++i) {
-      pool_job* j = nullptr;
-      for (std::size_t l = 0; l < levels && j == nullptr; ++l) j = head_[l];
-      if (j == nullptr) break;
-      unlink_locked(j);
-      ++reserved_;
-      ++w.reserved;
-      *tail = j;  // unlink_locked cleared j->next
-      tail = &j->next;
-    }
-    if (closed_ && queued_ == 0) release_idle_locked(wakes);
-  }
-
-  // A worker's batch is done: its slots are free again for waiting submitters.
-  void release_reserved_locked(std::size_t& n, wake_batch& wakes) noexcept {
-    if (n == 0) return;
-    reserved_ -= n;
-    n = 0;
-    admit_waiting_locked(wakes);
-  }
-
-  // Slots free for new jobs.
-  std::size_t room_locked() const noexcept { return capacity_ - queued_ - reserved_; }
-
-  // Admits blocked submitters into free slots, but only once at least
-  // low_water_ slots are free (then as many as fit). Waking a submitter for
-  // every single freed slot makes a producer that outruns its workers park and
-  // wake once per job; with the hysteresis it does so once per low_water_ jobs.
-  // No submitter waits forever: the queue drains to empty unless the pool is
-  // closed, which turns every submitter away.
-  void admit_waiting_locked(wake_batch& wakes) noexcept {
-    if (closed_ || submitters_.empty() || room_locked() < low_water_) return;
-    while (room_locked() > 0) {
-      pool_job* k = admit_submitter_locked(wakes);
-      if (k == nullptr) break;
-      push_locked(k);
-    }
   }
 
   // The head submitter's job, admitted (its submit reports success), or nullptr.
@@ -584,7 +508,9 @@ class pool_state : public ref_counted {
     for (std::size_t l = 0; l < levels && j == nullptr; ++l) j = head_[l];
     if (j == nullptr) return closed_ ? nullptr : admit_submitter_locked(wakes);
     unlink_locked(j);
-    admit_waiting_locked(wakes);
+    if (!closed_) {
+      if (pool_job* k = admit_submitter_locked(wakes)) push_locked(k);
+    }
     if (closed_ && queued_ == 0) release_idle_locked(wakes);
     return j;
   }
@@ -661,12 +587,8 @@ class pool_state : public ref_counted {
   std::array<pool_job*, levels> head_{};  // guarded by mu_
   std::array<pool_job*, levels> tail_{};
   std::size_t queued_ = 0;
-  std::size_t reserved_ = 0;  // slots held by workers' batches
-  // Free slots needed before blocked submitters are admitted (>= 1).
-  const std::size_t low_water_ = capacity_ < 16 ? 1 : std::min<std::size_t>(capacity_ / 8, 32);
   bool closed_ = false;
   int live_workers_ = 0;
-  std::atomic<bool> stopped_{false};  // shutdown's deadline passed
   wait_list submitters_;
   wait_list idle_;
   wait_list drain_waiters_;
