@@ -134,7 +134,7 @@ class keyed_limiter {
       const unsigned cores = std::thread::hardware_concurrency();
       n = 16 * static_cast<std::size_t>(cores == 0 ? 1 : cores);
     }
-    n = std::bit_ceil(n);
+    n = std::min<std::size_t>(std::bit_ceil(n), 65536);  // the shard index is hash bits 0..15
     // Every shard gets a share of at least one key; the shares add up to max_keys.
     while (n > 1 && n > o.max_keys) n /= 2;
     shards_ = std::make_unique<shard[]>(n);
@@ -254,11 +254,14 @@ class keyed_limiter {
       return static_cast<std::uint8_t>(0x80 | ((h >> 57) & 0x7f));
     }
     // The window of a hash in a table of n slots (n a power of two >= 16): two
-    // aligned groups of 8, from bits 8.. and 32.. of the hash (the shard took
-    // the low bits, the tag the top ones).
+    // distinct aligned groups of 8, from bits 16.. and 40.. of the hash (the
+    // shard takes bits 0..15, the tag the top 7).
     static std::array<std::size_t, 2> groups(std::size_t h, std::size_t n) noexcept {
       const std::size_t groups_mask = n / group - 1;
-      return {((h >> 8) & groups_mask) * group, ((h >> 32) & groups_mask) * group};
+      const std::size_t a = (h >> 16) & groups_mask;
+      std::size_t b = (h >> 40) & groups_mask;
+      if (b == a) b = (a + 1) & groups_mask;  // always 16 slots, not 8
+      return {a * group, b * group};
     }
     std::size_t size_mask() const noexcept { return slots.size() - 1; }
 
@@ -307,24 +310,35 @@ class keyed_limiter {
         grow(owner, now);
       }
       const std::size_t cur = live.load(std::memory_order_relaxed);
+      // Copy the key first: if that throws (bad_alloc), nothing has changed
+      // yet but the (now empty or reusable) slot we picked.
+      enum { take_free, reuse_stale, reuse_lru, free_elsewhere } how;
       std::size_t k;
       if (free_k != SIZE_MAX && cur < share) {
         k = free_k;
-        live.store(cur + 1, std::memory_order_relaxed);
+        how = take_free;
       } else if (stale_k != SIZE_MAX) {
         k = stale_k;
-        owner.evicted_stale_.fetch_add(1, std::memory_order_relaxed);
+        how = reuse_stale;
       } else if (lru_k != SIZE_MAX) {
         k = lru_k;
-        owner.evicted_live_.fetch_add(1, std::memory_order_relaxed);
+        how = reuse_lru;
       } else {
-        // At the share with an empty window: free some entry elsewhere first.
-        evict_by_hand(owner, now, ttl);
-        k = free_k;
+        k = free_k;  // at the share with an empty window: free an entry elsewhere
+        how = free_elsewhere;
       }
-      tags[k] = tag_of(h);
       slot& e = slots[k];
-      e.key = key;
+      if (how != take_free && how != free_elsewhere) tags[k] = empty_tag;  // forgotten from here on
+      if (how == reuse_lru || how == reuse_stale) live.store(cur - 1, std::memory_order_relaxed);
+      e.key = key;  // may throw: the slot is then simply free
+      switch (how) {
+        case take_free: break;
+        case reuse_stale: owner.evicted_stale_.fetch_add(1, std::memory_order_relaxed); break;
+        case reuse_lru: owner.evicted_live_.fetch_add(1, std::memory_order_relaxed); break;
+        case free_elsewhere: evict_by_hand(owner, now, ttl); break;
+      }
+      if (how != free_elsewhere) live.store(live.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+      tags[k] = tag_of(h);
       e.bucket = new_bucket();
       e.used_ns = now;
       return e;

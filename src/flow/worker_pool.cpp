@@ -644,9 +644,11 @@ worker_pool::submit_awaiter::~submit_awaiter() {
 bool worker_pool::submit_awaiter::await_ready() { return st_->submit_now(ctx_, job_, result_); }
 
 std::coroutine_handle<> worker_pool::submit_awaiter::await_suspend(std::coroutine_handle<> h) {
+  // job_ is given up only once the coroutine exists: if its frame cannot be
+  // allocated, the destructor still frees the job.
   slow_ = detail::pool_state::submit(detail::ref_ptr<detail::pool_state>::share(st_),
-                                     ctx_ != nullptr ? *ctx_ : context::background(),
-                                     std::exchange(job_, nullptr));
+                                     ctx_ != nullptr ? *ctx_ : context::background(), job_);
+  job_ = nullptr;
   return task<std::error_code>::awaiter(slow_.handle()).await_suspend(h);
 }
 
