@@ -25,6 +25,10 @@
 // by the caller. filter's predicate is the same with `const T&` and bool;
 // generate's source is `std::optional<T>()` (nullopt: end), with the same forms.
 //
+// A stage that fails closes its output like one that finished, so the stages
+// after it drain and end normally: await every stage's wait() (or check its
+// failed()) to learn of a failure, and cancel ctx to stop the stages before it.
+//
 // Cancellation is the caller's: a stage stops when ctx is cancelled, but the
 // task that sends into its input must watch the same context (a send with
 // select and done(ctx)), or it may wait forever for a reader that is gone.
@@ -51,7 +55,8 @@
 
 namespace sluice {
 
-// Settings of a stage, in this order (designated initializers).
+// Settings of a stage, in this order (designated initializers). Go: how many
+// goroutines you start per stage and the capacity of the channel they write.
 struct stage_options {
   // Tasks applying the function concurrently; must be >= 1.
   int workers = 1;
@@ -350,7 +355,9 @@ stage_handle<U> start_stage(context ctx, chan<T> in, const stage_options& opts, 
       g.try_go(&stage_worker<K, false, T, U, F>, gctx, in, out, fn);
     }
   } else {
-    chan<ordered_job<T, U>> jobs;
+    // Buffered so a job does not wait for a worker to park; never holds more
+    // than `workers`, since each job's slot went through `order` first.
+    chan<ordered_job<T, U>> jobs(opts.workers);
     chan<chan<std::optional<U>>> order(opts.workers - 1);
     g.try_go(&stage_dispatcher<T, U>, gctx, in, jobs, order);
     for (int i = 0; i < opts.workers; ++i) {

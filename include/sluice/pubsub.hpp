@@ -16,9 +16,9 @@
 //
 // | policy      | a publish that finds the buffer full...                        | counted        |
 // |-------------|----------------------------------------------------------------|----------------|
-// | block       | waits up to block_timeout for room (zero: until there is room, | delivered, or  |
-// |             | the subscriber goes, the broker closes or the publish's        | dropped        |
-// |             | context ends); then the message is dropped for it               |                |
+// | block       | waits up to block_timeout for room (zero: until there is room, | delivered or   |
+// |             | the subscriber goes, the broker closes or the publish's        | dropped (or    |
+// |             | context ends); then the message is dropped for it              | disconnected)  |
 // | drop_newest | drops the new message                                          | dropped        |
 // | drop_oldest | discards the oldest buffered message and queues the new one    | delivered (*)  |
 // | disconnect  | closes the subscriber's channel and removes the subscriber     | disconnected   |
@@ -65,12 +65,15 @@
 
 namespace sluice {
 
-// What a publish does for a subscriber whose buffer is full (see the table above).
+// What a publish does for a subscriber whose buffer is full (see the table
+// above). Go: the `ch <- v`, `select { case ch <- v: default: }` or close(ch)
+// you would write per subscriber.
 enum class overflow_policy : std::uint8_t { block, drop_newest, drop_oldest, disconnect };
 // "block", "drop_newest", "drop_oldest", "disconnect".
 const char* to_string(overflow_policy p) noexcept;
 
 // Settings of one subscription, in this order (designated initializers).
+// Go: the capacity of the `make(chan T, n)` you would append to the list.
 struct subscribe_options {
   // Messages buffered for the subscriber; must be in [1, 2^30].
   std::int64_t buffer = 64;
@@ -82,7 +85,8 @@ struct subscribe_options {
   clock::duration block_timeout = clock::duration::zero();
 };
 
-// Bounds of a broker, in this order (designated initializers). Each must be >= 1.
+// Bounds of a broker, in this order (designated initializers). Each must be
+// >= 1. Go: none; a hand-written map grows until the process runs out of memory.
 struct broker_options {
   // Topics with at least one subscriber (a topic exists while it has one).
   std::int64_t max_topics = 10'000;
@@ -90,13 +94,15 @@ struct broker_options {
   std::int64_t max_subscribers_per_topic = 1'000;
 };
 
-// Thrown by subscribe() when a broker_options bound would be exceeded.
+// Thrown by subscribe() when a broker_options bound would be exceeded (an
+// expected outcome under load, unlike std::invalid_argument's caller mistakes).
 class broker_limit_exceeded : public std::length_error {
  public:
   explicit broker_limit_exceeded(const std::string& what) : std::length_error(what) {}
 };
 
-// What one publish did, per subscriber of the topic in its snapshot.
+// What one publish did, per subscriber of the topic in its snapshot. Go: the
+// counters you would keep around the send loop.
 struct publish_result {
   std::size_t delivered = 0;     // queued (or handed to a waiting receiver)
   std::size_t dropped = 0;       // not queued: buffer full under drop_newest, block timed out
@@ -327,7 +333,8 @@ void offer_all(broker_state<T>& b, const typename broker_state<T>::list& subs, c
 
 // publish(): the non-waiting pass, then one wait per full block subscriber,
 // each bounded by its block_timeout counted from the start of the publish (so
-// the whole publish waits at most the longest timeout, not their sum).
+// when every timeout is set, the publish waits at most the longest one, not
+// their sum).
 template <class T>
 task<publish_result> publish_task(std::shared_ptr<broker_state<T>> b, context ctx,
                                   std::string topic, T v) {
