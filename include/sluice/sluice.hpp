@@ -11,6 +11,8 @@
 #include <sluice/keyed_limiter.hpp>
 #include <sluice/mutex.hpp>
 #include <sluice/once.hpp>
+#include <sluice/pipeline.hpp>
+#include <sluice/pubsub.hpp>
 #include <sluice/rate.hpp>
 #include <sluice/retry.hpp>
 #include <sluice/runtime.hpp>
