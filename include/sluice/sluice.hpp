@@ -7,6 +7,7 @@
 #include <sluice/context.hpp>
 #include <sluice/errgroup.hpp>
 #include <sluice/error.hpp>
+#include <sluice/fan.hpp>
 #include <sluice/introspection.hpp>
 #include <sluice/keyed_limiter.hpp>
 #include <sluice/mutex.hpp>
@@ -18,6 +19,8 @@
 #include <sluice/runtime.hpp>
 #include <sluice/select.hpp>
 #include <sluice/semaphore.hpp>
+#include <sluice/sharded_map.hpp>
+#include <sluice/singleflight.hpp>
 #include <sluice/stats.hpp>
 #include <sluice/task.hpp>
 #include <sluice/time.hpp>
