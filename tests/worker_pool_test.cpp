@@ -45,6 +45,14 @@ struct recorder {
 
 sl::task<void> noop(sl::context) { co_return; }
 
+// Submits a job that waits for `gate` and returns once a worker runs it (true),
+// so that what is submitted next queues behind it.
+sl::task<bool> occupy_worker(sl::worker_pool& pool, const recorder& rec, const sl::chan<int>& gate,
+                             int tag) {
+  co_await pool.submit(rec.job(gate, tag));
+  co_return co_await until_parked("chan receive", 1);
+}
+
 }  // namespace
 
 TEST(WorkerPool, RunsEverySubmittedJob) {
@@ -308,8 +316,7 @@ TEST(WorkerPool, JobThatWaitedLongerThanMaxQueueWaitIsDroppedAsExpired) {
     EXPECT_TRUE(idle);
     sl::chan<int> gate;
     recorder rec;
-    co_await pool.submit(rec.job(gate, 1));
-    const bool running = co_await until_parked("chan receive", 1);  // the worker holds job 1
+    const bool running = co_await occupy_worker(pool, rec, gate, 1);
     EXPECT_TRUE(running);
     std::vector<sl::drop_reason> drops;
     co_await pool.submit(rec.job(gate, 2),
@@ -330,8 +337,7 @@ TEST(WorkerPool, HigherPriorityDisplacesNewestQueuedLowerPriorityJob) {
     sl::worker_pool pool({.workers = 1, .queue_capacity = 2});
     sl::chan<int> gate;
     recorder rec;
-    co_await pool.submit(rec.job(gate, 1));
-    const bool running = co_await until_parked("chan receive", 1);
+    const bool running = co_await occupy_worker(pool, rec, gate, 1);
     EXPECT_TRUE(running);
     std::vector<int> shed;
     const sl::job_options low_a{.priority = sl::job_priority::low,
@@ -359,8 +365,7 @@ TEST(WorkerPool, DisplacementTakesTheLowestPriorityFirst) {
     sl::worker_pool pool({.workers = 1, .queue_capacity = 2});
     sl::chan<int> gate;
     recorder rec;
-    co_await pool.submit(rec.job(gate, 1));
-    const bool running = co_await until_parked("chan receive", 1);
+    const bool running = co_await occupy_worker(pool, rec, gate, 1);
     EXPECT_TRUE(running);
     EXPECT_TRUE(pool.try_submit(rec.job(gate, 2), {.priority = sl::job_priority::low}));
     EXPECT_TRUE(pool.try_submit(rec.job(gate, 3), {.priority = sl::job_priority::normal}));
@@ -379,8 +384,7 @@ TEST(WorkerPool, WorkersTakeHighestPriorityFirstFifoWithin) {
     sl::worker_pool pool({.workers = 1, .queue_capacity = 8});
     sl::chan<int> gate;
     recorder rec;
-    co_await pool.submit(rec.job(gate, 0));
-    const bool running = co_await until_parked("chan receive", 1);
+    const bool running = co_await occupy_worker(pool, rec, gate, 0);
     EXPECT_TRUE(running);
     co_await pool.submit(rec.job(gate, 30), {.priority = sl::job_priority::low});
     co_await pool.submit(rec.job(gate, 20), {.priority = sl::job_priority::normal});
@@ -454,8 +458,7 @@ TEST(WorkerPool, StatsShowQueuedRunningAndTimings) {
     recorder rec;
     co_await pool.submit(rec.job(gate, 1));
     co_await pool.submit(rec.job(gate, 2));
-    co_await pool.submit(rec.job(gate, 3));
-    const bool running = co_await until_parked("chan receive", 1);
+    const bool running = co_await occupy_worker(pool, rec, gate, 3);
     EXPECT_TRUE(running);
     const auto mid = pool.stats();
     EXPECT_EQ(mid.running, 1u);
