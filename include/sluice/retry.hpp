@@ -68,7 +68,7 @@ struct retry_policy {
 
 namespace detail {
 // Suspends for d or until ctx is done; returns ctx.err() in the second case.
-task<std::error_code> retry_sleep(const context& ctx, clock::duration d);
+task<std::error_code> retry_sleep(context ctx, clock::duration d);
 // A uniform random number in [0, 1) (per-thread generator).
 double retry_unit_random() noexcept;
 // The delay a retry_after_error asks for, or zero.

@@ -45,7 +45,7 @@ clock::duration retry_policy::delay(int attempt, double unit, clock::duration at
 
 namespace detail {
 
-task<std::error_code> retry_sleep(const context& ctx, clock::duration d) {
+task<std::error_code> retry_sleep(context ctx, clock::duration d) {
   if (ctx.node()->target() == nullptr) {
     co_await sleep_for(d);
     co_return std::error_code{};

@@ -27,7 +27,6 @@
 #include <sluice/detail/waiter.hpp>
 #include <sluice/runtime.hpp>
 
-#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <memory>
@@ -63,15 +62,6 @@ struct alignas(64) worker_slot {
 
   static void bump(std::atomic<std::uint64_t>& c) noexcept {
     c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-  }
-};
-
-// A list of jobs taken out under the lock, dropped after it is released.
-struct dropped_jobs {
-  pool_job* head = nullptr;
-  void add(pool_job* j) noexcept {
-    j->next = head;
-    head = j;
   }
 };
 
@@ -128,11 +118,7 @@ class pool_state : public ref_counted {
       n.slot = *job_;
       s_->submitters_.push_back(&n);
     }
-    void cancel(wait_node& n) noexcept {
-      s_->mu_.lock();
-      s_->submitters_.remove(&n);
-      s_->mu_.unlock();
-    }
+    void cancel(wait_node& n) noexcept { s_->leave(s_->submitters_, n); }
     void finish(wait_node& n, std::error_code& out) noexcept {
       if (n.closed) {
         out = errc::closed;
@@ -164,11 +150,7 @@ class pool_state : public ref_counted {
       return out != nullptr || s_->closed_;
     }
     void enqueue(wait_node& n, pool_job*&) noexcept { s_->idle_.push_back(&n); }
-    void cancel(wait_node& n) noexcept {
-      s_->mu_.lock();
-      s_->idle_.remove(&n);
-      s_->mu_.unlock();
-    }
+    void cancel(wait_node& n) noexcept { s_->leave(s_->idle_, n); }
     void finish(wait_node& n, pool_job*& out) noexcept {
       *parked_ = true;
       out = n.closed ? nullptr : static_cast<pool_job*>(n.slot);
@@ -191,16 +173,19 @@ class pool_state : public ref_counted {
     void prepare() const noexcept {}
     bool try_complete(std::monostate&, wake_batch&) noexcept { return s_->live_workers_ == 0; }
     void enqueue(wait_node& n, std::monostate&) noexcept { s_->drain_waiters_.push_back(&n); }
-    void cancel(wait_node& n) noexcept {
-      s_->mu_.lock();
-      s_->drain_waiters_.remove(&n);
-      s_->mu_.unlock();
-    }
+    void cancel(wait_node& n) noexcept { s_->leave(s_->drain_waiters_, n); }
     void finish(wait_node&, std::monostate&) noexcept {}
 
    private:
     pool_state* s_;
   };
+
+  // A case's cancel(): takes n off list l (if it is still there).
+  void leave(wait_list& l, wait_node& n) noexcept {
+    mu_.lock();
+    l.remove(&n);
+    mu_.unlock();
+  }
 
   // ---- operations -------------------------------------------------------------
 
@@ -235,22 +220,12 @@ class pool_state : public ref_counted {
   }
 
   bool try_submit(pool_job* job) {
-    stamp(job);
-    pool_job* victim = nullptr;
-    bool ok = false;
-    {
-      wake_batch wakes;
-      mu_.lock();
-      ok = !closed_ && accept_locked(job, wakes, victim);
-      mu_.unlock();
-    }
-    if (!ok) {
-      rejected_.fetch_add(1, std::memory_order_relaxed);
-      delete job;
-      return false;
-    }
-    if (victim != nullptr) drop(victim, drop_reason::shed);
-    return true;
+    std::error_code closed;
+    // Full (undecided) counts as rejected here; closed was counted by submit_now.
+    if (!submit_now(nullptr, job, closed)) rejected_.fetch_add(1, std::memory_order_relaxed);
+    if (job == nullptr) return true;
+    delete job;
+    return false;
   }
 
   // A coroutine with its own reference: a submitter woken by close() may run
@@ -304,25 +279,24 @@ class pool_state : public ref_counted {
   // The deadline: the queue is dropped and the running jobs' contexts cancelled.
   void stop() noexcept {
     close();
-    dropped_jobs gone;
+    std::array<pool_job*, levels> gone{};
     mu_.lock();
-    for (std::size_t l = 0; l < levels; ++l) {
-      while (pool_job* j = head_[l]) {
-        unlink_locked(j);
-        gone.add(j);
-      }
-    }
+    gone.swap(head_);
+    tail_ = {};
     queued_ = 0;
     mu_.unlock();
-    while (pool_job* j = gone.head) {
-      gone.head = j->next;
-      drop(j, drop_reason::shutdown);
+    for (pool_job* j : gone) {
+      while (j != nullptr) {
+        pool_job* next = j->next;
+        drop(j, drop_reason::shutdown);
+        j = next;
+      }
     }
     cancel_();
   }
 
   // Until every worker has exited, or ctx is done first (*deadline_hit).
-  task<void> wait_drained(const context& ctx, bool* deadline_hit) {
+  task<void> wait_drained(context ctx, bool* deadline_hit) {
     *deadline_hit = false;
     if (ctx.node()->target() != nullptr) {
       select_awaiter<drain_case, done_case> wait(drain_case(this), sluice::done(ctx));
@@ -366,22 +340,16 @@ class pool_state : public ref_counted {
       }
       me.queue_wait.record(waited);
       me.running.store(true, std::memory_order_relaxed);
+      const context_with_cancel job_ctx = s->opts_.job_timeout > clock::duration::zero()
+                                              ? with_timeout(mine.ctx, s->opts_.job_timeout)
+                                              : context_with_cancel{mine.ctx, cancel_func{}};
       std::exception_ptr failure;
       try {
-        if (s->opts_.job_timeout > clock::duration::zero()) {
-          auto [ctx, cancel] = with_timeout(mine.ctx, s->opts_.job_timeout);
-          try {
-            co_await j->run(ctx);
-          } catch (...) {
-            failure = std::current_exception();
-          }
-          cancel();
-        } else {
-          co_await j->run(mine.ctx);
-        }
+        co_await j->run(job_ctx.ctx);
       } catch (...) {
         failure = std::current_exception();
       }
+      job_ctx.cancel();  // releases the timeout's timer; a no-op without one
       now = clock::now();
       me.run_time.record(now - start);
       me.running.store(false, std::memory_order_relaxed);
