@@ -65,6 +65,19 @@
 #include <utility>
 #include <vector>
 
+namespace sluice::rate {
+
+// The outcome of keyed_limiter::check_n, for 429 responses and the RateLimit
+// headers.
+struct verdict {
+  bool allowed = false;
+  double remaining = 0;             // tokens left in the key's bucket (after this event if allowed)
+  clock::duration retry_after{};    // not allowed: until n tokens are there (inf_duration if n > burst)
+  clock::duration reset{};          // until the bucket is full again
+};
+
+}  // namespace sluice::rate
+
 namespace sluice::detail {
 
 // The per-key state: Go's Limiter.tokens and Limiter.last.
@@ -73,16 +86,8 @@ struct rate_bucket {
   std::int64_t last_ns = 0;
 };
 
-// What one keyed decision found (see keyed_limiter::check_n).
-struct rate_verdict {
-  bool allowed = false;
-  double remaining = 0;
-  clock::duration retry_after{};
-  clock::duration reset{};
-};
-
 // allow_n on one bucket, Go's formulas (src/flow/rate.cpp); limit finite > 0.
-rate_verdict rate_bucket_take(rate_bucket& b, double limit, int burst, std::int64_t t, int n) noexcept;
+rate::verdict rate_bucket_take(rate_bucket& b, double limit, int burst, std::int64_t t, int n) noexcept;
 double rate_bucket_tokens(const rate_bucket& b, double limit, int burst, std::int64_t t) noexcept;
 void check_keyed_limit(rate::limit r, int burst);
 
@@ -97,15 +102,6 @@ struct keyed_limiter_options {
   std::size_t max_keys = 100'000;  // >= 1: clients tracked at most
   clock::duration idle_ttl = std::chrono::minutes(3);  // > 0: unused this long = stale
   std::size_t shards = 0;     // 0: 16 per core (rounded to a power of two)
-};
-
-// The outcome of keyed_limiter::check_n, for 429 responses and the RateLimit
-// headers.
-struct verdict {
-  bool allowed = false;
-  double remaining = 0;             // tokens left in the key's bucket (after this event if allowed)
-  clock::duration retry_after{};    // not allowed: until n tokens are there (inf_duration if n > burst)
-  clock::duration reset{};          // until the bucket is full again
 };
 
 // Counters of a keyed_limiter.
@@ -123,7 +119,7 @@ class keyed_limiter {
  public:
   // Throws std::invalid_argument for limit <= 0 or NaN, burst < 0, max_keys 0
   // or idle_ttl <= 0.
-  explicit keyed_limiter(keyed_limiter_options o) : opts_(o), inf_(o.limit == rate::inf) {
+  explicit keyed_limiter(keyed_limiter_options o) : opts_(o) {
     detail::check_keyed_limit(o.limit, o.burst);
     if (o.max_keys == 0) throw std::invalid_argument("sluice::rate::keyed_limiter: max_keys must be >= 1");
     if (o.idle_ttl <= clock::duration::zero()) {
@@ -142,7 +138,6 @@ class keyed_limiter {
     for (std::size_t i = 0; i < n; ++i) {
       shards_[i].share = o.max_keys / n + (i < o.max_keys % n ? 1 : 0);
     }
-    limit_ = o.limit.value();
   }
   keyed_limiter(const keyed_limiter&) = delete;
   keyed_limiter& operator=(const keyed_limiter&) = delete;
@@ -160,43 +155,31 @@ class keyed_limiter {
       throw std::invalid_argument("sluice::rate::keyed_limiter::check_n: n must be >= 0 (got " +
                                   std::to_string(n) + ")");
     }
-    verdict v;
-    if (inf_) {
-      v.allowed = true;
-      v.remaining = static_cast<double>(opts_.burst);
-      return v;
-    }
+    if (unlimited()) return verdict{.allowed = true, .remaining = static_cast<double>(opts_.burst)};
     const std::size_t h = mix(Hash{}(key));
     shard& s = shards_[h & mask_];
     const std::int64_t now = t.time_since_epoch().count();
-    detail::rate_verdict r;
-    {
-      // RAII: copying the key or growing the table may throw (bad_alloc).
-      std::lock_guard<detail::spinlock> hold(s.mu);
-      slot& e = s.find_or_insert(key, h, now, *this);
-      r = detail::rate_bucket_take(e.bucket, limit_, opts_.burst, now, n);
-      // Only forward: a call with an older time (allowed, as in Go) must not
-      // make a busy key look idle.
-      if (now > e.used_ns) e.used_ns = now;
-    }
-    v.allowed = r.allowed;
-    v.remaining = r.remaining;
-    v.retry_after = r.retry_after;
-    v.reset = r.reset;
+    // RAII: copying the key or growing the table may throw (bad_alloc).
+    std::lock_guard<detail::spinlock> hold(s.mu);
+    slot& e = s.find_or_insert(key, h, now, *this);
+    const verdict v = detail::rate_bucket_take(e.bucket, opts_.limit.value(), opts_.burst, now, n);
+    // Only forward: a call with an older time (allowed, as in Go) must not
+    // make a busy key look idle.
+    if (now > e.used_ns) e.used_ns = now;
     return v;
   }
 
   // The tokens `key` has at t (those of a new limiter for an untracked key).
   // Does not start tracking the key.
   double tokens_at(const Key& key, clock::time_point t) const {
-    if (inf_) return static_cast<double>(opts_.burst);
+    if (unlimited()) return static_cast<double>(opts_.burst);
     const std::size_t h = mix(Hash{}(key));
     shard& s = shards_[h & mask_];
     const std::int64_t now = t.time_since_epoch().count();
     std::lock_guard<detail::spinlock> hold(s.mu);
     const slot* e = s.find(key, h);
-    return detail::rate_bucket_tokens(e != nullptr ? e->bucket : new_bucket(), limit_, opts_.burst,
-                                      now);
+    return detail::rate_bucket_tokens(e != nullptr ? e->bucket : new_bucket(), opts_.limit.value(),
+                                      opts_.burst, now);
   }
 
   // Forgets every entry not used since t - idle_ttl; returns how many. The
@@ -294,7 +277,7 @@ class keyed_limiter {
         for (const std::size_t g : groups(h, slots.size())) {
           for (std::size_t k = g; k < g + group; ++k) {
             if (tags[k] == empty_tag) continue;
-            if (now - slots[k].used_ns >= ttl) {
+            if (stale(slots[k], now, ttl)) {
               if (stale_k == SIZE_MAX) stale_k = k;
             } else if (lru_k == SIZE_MAX || slots[k].used_ns < slots[lru_k].used_ns) {
               lru_k = k;
@@ -309,39 +292,40 @@ class keyed_limiter {
         }
         grow(owner, now);
       }
-      const std::size_t cur = live.load(std::memory_order_relaxed);
-      // Copy the key first: if that throws (bad_alloc), nothing has changed
-      // yet but the (now empty or reusable) slot we picked.
-      enum { take_free, reuse_stale, reuse_lru, free_elsewhere } how;
+      // Make room first, then copy the key: if the copy throws (bad_alloc), the
+      // slot we picked is simply left free.
       std::size_t k;
-      if (free_k != SIZE_MAX && cur < share) {
+      if (free_k != SIZE_MAX && live.load(std::memory_order_relaxed) < share) {
         k = free_k;
-        how = take_free;
       } else if (stale_k != SIZE_MAX) {
         k = stale_k;
-        how = reuse_stale;
+        forget(k);
+        owner.evicted_stale_.fetch_add(1, std::memory_order_relaxed);
       } else if (lru_k != SIZE_MAX) {
         k = lru_k;
-        how = reuse_lru;
+        forget(k);
+        owner.evicted_live_.fetch_add(1, std::memory_order_relaxed);
       } else {
         k = free_k;  // at the share with an empty window: free an entry elsewhere
-        how = free_elsewhere;
+        evict_by_hand(owner, now, ttl);
       }
       slot& e = slots[k];
-      if (how != take_free && how != free_elsewhere) tags[k] = empty_tag;  // forgotten from here on
-      if (how == reuse_lru || how == reuse_stale) live.store(cur - 1, std::memory_order_relaxed);
-      e.key = key;  // may throw: the slot is then simply free
-      switch (how) {
-        case take_free: break;
-        case reuse_stale: owner.evicted_stale_.fetch_add(1, std::memory_order_relaxed); break;
-        case reuse_lru: owner.evicted_live_.fetch_add(1, std::memory_order_relaxed); break;
-        case free_elsewhere: evict_by_hand(owner, now, ttl); break;
-      }
-      if (how != free_elsewhere) live.store(live.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+      e.key = key;
       tags[k] = tag_of(h);
+      live.store(live.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
       e.bucket = new_bucket();
       e.used_ns = now;
       return e;
+    }
+
+    static bool stale(const slot& e, std::int64_t now, std::int64_t ttl) noexcept {
+      return now - e.used_ns >= ttl;
+    }
+    // Empties slot k (occupied).
+    void forget(std::size_t k) {
+      tags[k] = empty_tag;
+      slots[k].key = Key{};
+      live.store(live.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
     }
 
     std::size_t max_slots() const noexcept {
@@ -368,21 +352,18 @@ class keyed_limiter {
       std::size_t kept = 0;
       for (std::size_t i = 0; i < old_slots.size(); ++i) {
         if (old_tags[i] == empty_tag) continue;
-        if (now - old_slots[i].used_ns >= ttl) {
+        if (stale(old_slots[i], now, ttl)) {
           owner.evicted_stale_.fetch_add(1, std::memory_order_relaxed);
           continue;
         }
         const std::size_t k = place(tags, mix(Hash{}(old_slots[i].key)));
-        const bool placed = k != SIZE_MAX;
-        if (placed) {
-          tags[k] = old_tags[i];
-          slots[k] = std::move(old_slots[i]);
-        }
-        if (placed) {
-          ++kept;
-        } else {
+        if (k == SIZE_MAX) {
           owner.evicted_live_.fetch_add(1, std::memory_order_relaxed);  // a full window: rare
+          continue;
         }
+        tags[k] = old_tags[i];
+        slots[k] = std::move(old_slots[i]);
+        ++kept;
       }
       live.store(kept, std::memory_order_relaxed);
       return true;
@@ -424,10 +405,9 @@ class keyed_limiter {
       for (std::size_t i = 0; i < slots.size(); ++i) {
         hand = (hand + 1) & size_mask();
         if (tags[hand] != empty_tag) {
-          (now - slots[hand].used_ns >= ttl ? owner.evicted_stale_ : owner.evicted_live_)
+          (stale(slots[hand], now, ttl) ? owner.evicted_stale_ : owner.evicted_live_)
               .fetch_add(1, std::memory_order_relaxed);
-          tags[hand] = empty_tag;
-          slots[hand].key = Key{};
+          forget(hand);
           return;
         }
       }
@@ -436,16 +416,17 @@ class keyed_limiter {
     std::size_t drop_stale(std::int64_t now, std::int64_t ttl) {
       std::size_t n = 0;
       for (std::size_t k = 0; k < slots.size(); ++k) {
-        if (tags[k] != empty_tag && now - slots[k].used_ns >= ttl) {
-          tags[k] = empty_tag;
-          slots[k].key = Key{};
+        if (tags[k] != empty_tag && stale(slots[k], now, ttl)) {
+          forget(k);
           ++n;
         }
       }
-      live.store(live.load(std::memory_order_relaxed) - n, std::memory_order_relaxed);
       return n;
     }
   };
+
+  // limit inf: everything is allowed and nothing is stored.
+  bool unlimited() const noexcept { return opts_.limit == rate::inf; }
 
   // A new Go limiter: no tokens, last update at the zero time (before every
   // time_point), so its first advance saturates the elapsed time and fills the
@@ -465,8 +446,6 @@ class keyed_limiter {
   }
 
   const keyed_limiter_options opts_;
-  const bool inf_;
-  double limit_ = 0;
   std::unique_ptr<shard[]> shards_;
   std::size_t mask_ = 0;
   std::atomic<std::uint64_t> evicted_stale_{0};

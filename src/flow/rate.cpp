@@ -82,6 +82,33 @@ std::int64_t duration_from_tokens(double limit, double tokens) noexcept {
   return duration_from_float(ns);
 }
 
+// Go's Limiter.advance on bare state: the tokens at t, given `tokens` at
+// `last` (the limiter's and keyed_limiter's per-key buckets both use it).
+double advance_tokens(double tokens, wide_ns last, double limit, int burst_count, wide_ns t) noexcept {
+  if (t < last) last = t;
+  const std::int64_t elapsed = sub(t, last);
+  const double burst = static_cast<double>(burst_count);
+  // Fast path, for the busy limiter whose bucket refills to the brim between
+  // calls: when even a lower bound of Go's delta fills it, the result is the
+  // burst and Go's exact delta (with its division) is not needed. Why `low`
+  // is <= Go's delta: Go's seconds S = fl(sec + fl(nsec / 1e9)) is within two
+  // roundings (factor (1 - 2^-53)^2) of elapsed / 1e9, while
+  // a = fl(fl(elapsed) × fl(1e-9 × (1 - 1e-12))) is at most
+  // elapsed / 1e9 × (1 - 1e-12) × (1 + 2^-53)^3, which is smaller; so a <= S,
+  // and rounding is monotonic, so low = fl(a × limit) <= fl(S × limit) = delta
+  // (subnormals included), and fl(tokens + low) <= fl(tokens + delta): if
+  // the former exceeds the burst, so does Go's sum, which Go then caps.
+  if (limit > 0) {
+    constexpr double below_1e9th = 1e-9 * (1 - 1e-12);
+    const double a = static_cast<double>(elapsed) * below_1e9th;
+    const double low = a * limit;
+    if (tokens + low > burst) return burst;
+  }
+  tokens += tokens_from_duration(limit, elapsed);
+  if (tokens > burst) tokens = burst;
+  return tokens;
+}
+
 double go_limit(limit r) noexcept { return r == inf ? go_inf : r.value(); }
 
 [[noreturn]] void throw_invalid(const char* what, const std::string& detail) {
@@ -172,31 +199,7 @@ int limiter::burst() const noexcept {
 // Go's advance: the state at t from the passage of time since last_, without
 // changing anything. Requires mu_.
 limiter::advanced limiter::advance_locked(wide_ns t) const noexcept {
-  wide_ns last = last_;
-  if (t < last) last = t;
-  const std::int64_t elapsed = sub(t, last);
-  const double burst = static_cast<double>(burst_);
-  // Fast path, for the busy limiter whose bucket refills to the brim between
-  // calls: when even a lower bound of Go's delta fills it, the result is the
-  // burst and Go's exact delta (with its division) is not needed. Why `low`
-  // is <= Go's delta: Go's seconds S = fl(sec + fl(nsec / 1e9)) is within two
-  // roundings (factor (1 - 2^-53)^2) of elapsed / 1e9, while
-  // a = fl(fl(elapsed) × fl(1e-9 × (1 - 1e-12))) is at most
-  // elapsed / 1e9 × (1 - 1e-12) × (1 + 2^-53)^3, which is smaller; so a <= S,
-  // and rounding is monotonic, so low = fl(a × limit) <= fl(S × limit) = delta
-  // (subnormals included), and fl(tokens_ + low) <= fl(tokens_ + delta): if
-  // the former exceeds the burst, so does Go's sum, which Go then caps.
-  if (limit_ > 0) {
-    constexpr double below_1e9th = 1e-9 * (1 - 1e-12);
-    const double a = static_cast<double>(elapsed) * below_1e9th;
-    const double low = a * limit_;
-    const double sum = tokens_ + low;
-    if (sum > burst) return {t, burst};
-  }
-  const double delta = tokens_from_duration(limit_, elapsed);
-  double tokens = tokens_ + delta;
-  if (tokens > burst) tokens = burst;
-  return {t, tokens};
+  return {t, advance_tokens(tokens_, last_, limit_, burst_, t)};
 }
 
 // Go's reserveN: allow_n (max_wait 0), reserve_n (inf) and wait_n (until the
@@ -310,22 +313,9 @@ void limiter::set_burst_at(clock::time_point t, int b) {
 
 namespace sluice::detail {
 
-namespace {
-// Go's advance on a bare bucket (limit finite and > 0).
-double bucket_advance(const rate_bucket& b, double limit, int burst, std::int64_t t) noexcept {
-  std::int64_t last = b.last_ns;
-  if (t < last) last = t;
-  const std::int64_t elapsed = rate::sub(t, last);
-  double tokens = b.tokens + rate::tokens_from_duration(limit, elapsed);
-  const double cap = static_cast<double>(burst);
-  if (tokens > cap) tokens = cap;
-  return tokens;
-}
-}  // namespace
-
-rate_verdict rate_bucket_take(rate_bucket& b, double limit, int burst, std::int64_t t, int n) noexcept {
-  rate_verdict v;
-  double tokens = bucket_advance(b, limit, burst, t);
+rate::verdict rate_bucket_take(rate_bucket& b, double limit, int burst, std::int64_t t, int n) noexcept {
+  rate::verdict v;
+  double tokens = rate::advance_tokens(b.tokens, b.last_ns, limit, burst, t);
   const double after = tokens - static_cast<double>(n);
   std::int64_t wait = 0;
   if (after < 0) wait = rate::duration_from_tokens(limit, -after);
@@ -347,7 +337,7 @@ rate_verdict rate_bucket_take(rate_bucket& b, double limit, int burst, std::int6
 }
 
 double rate_bucket_tokens(const rate_bucket& b, double limit, int burst, std::int64_t t) noexcept {
-  return bucket_advance(b, limit, burst, t);
+  return rate::advance_tokens(b.tokens, b.last_ns, limit, burst, t);
 }
 
 void check_keyed_limit(rate::limit r, int burst) {
