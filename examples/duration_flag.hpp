@@ -6,44 +6,37 @@
 #include <CLI/CLI.hpp>
 
 #include <chrono>
-#include <cstdlib>
-#include <optional>
+#include <map>
 #include <string>
 
 namespace examples {
 
-// The duration written as a number and a unit (us, ms, s, m); nullopt if it is not one.
-inline std::optional<sluice::clock::duration> parse_duration(const std::string& text) {
-  char* end = nullptr;
-  const double n = std::strtod(text.c_str(), &end);
-  if (end == text.c_str() || n < 0) return std::nullopt;
-  const std::string unit(end);
-  double seconds = 0;
-  if (unit == "us") {
-    seconds = n / 1e6;
-  } else if (unit == "ms") {
-    seconds = n / 1e3;
-  } else if (unit == "s") {
-    seconds = n;
-  } else if (unit == "m") {
-    seconds = n * 60;
-  } else {
-    return std::nullopt;
-  }
-  return std::chrono::duration_cast<sluice::clock::duration>(std::chrono::duration<double>(seconds));
-}
-
 // Adds `--name DURATION` to app, parsed into *out when the command line is.
+// CLI11's AsNumberWithUnit turns "250ms" into seconds; a unit is required.
 inline CLI::Option* add_duration_option(CLI::App& app, const std::string& name,
                                         sluice::clock::duration* out, const std::string& help) {
+  static const std::map<std::string, double> seconds_per{
+      {"us", 1e-6}, {"ms", 1e-3}, {"s", 1.0}, {"m", 60.0}};
+  CLI::Validator with_unit = CLI::AsNumberWithUnit(
+      seconds_per,
+      static_cast<CLI::AsNumberWithUnit::Options>(CLI::AsNumberWithUnit::CASE_SENSITIVE |
+                                                  CLI::AsNumberWithUnit::UNIT_REQUIRED));
+  with_unit.description("");  // the type name below says it
   return app
-      .add_option_function<std::string>(
-          name, [out](const std::string& text) { *out = *parse_duration(text); }, help)
-      ->check(CLI::Validator(
-          [](std::string& text) -> std::string {
-            return parse_duration(text) ? "" : "expected a duration such as 250us, 500ms, 2s or 1m";
+      .add_option_function<double>(
+          name,
+          [out](double seconds) {
+            *out = std::chrono::duration_cast<sluice::clock::duration>(
+                std::chrono::duration<double>(seconds));
           },
-          "DURATION"));
+          help)
+      ->transform(with_unit)
+      ->check(CLI::Validator(
+          [](std::string& seconds) -> std::string {
+            return std::stod(seconds) < 0 ? "a duration cannot be negative" : "";
+          },
+          ""))
+      ->type_name("DURATION");
 }
 
 }  // namespace examples
