@@ -34,6 +34,18 @@ inline sluice::task<bool> until_parked(std::string_view state, std::size_t n) {
   co_return false;
 }
 
+// Yields until pred() holds; false if it does not within 10 s. For state
+// that another task or the kernel changes (a counter, a connection count).
+template <class Pred>
+sluice::task<bool> until(Pred pred) {
+  const auto give_up = sluice::clock::now() + std::chrono::seconds(10);
+  while (sluice::clock::now() < give_up) {
+    if (pred()) co_return true;
+    co_await sluice::yield();
+  }
+  co_return pred();
+}
+
 // Runs f's task on a fresh runtime and fails the test if any task it started is
 // still alive after a grace period (every test ends leak-free).
 template <class F>

@@ -227,6 +227,8 @@ class cancel_func {
   void operator()() const noexcept {
     if (node_) node_->cancel_by_owner();
   }
+  // Internal.
+  detail::context_node* node() const noexcept { return node_.get(); }
 
  private:
   detail::ref_ptr<detail::context_node> node_;

@@ -19,6 +19,7 @@
 // Sockets must be created and used inside a runtime.
 #pragma once
 
+#include <sluice/clock.hpp>
 #include <sluice/context.hpp>
 #include <sluice/task.hpp>
 
@@ -62,6 +63,25 @@ class tcp_stream {
   task<io_result> read(const context& ctx, std::span<char> buffer);
   // Writes all of `data` unless an error or the context stops it. Go: conn.Write.
   task<io_result> write(const context& ctx, std::string_view data);
+  // read/write that also give up at `deadline` with errc::deadline_exceeded
+  // (bytes already moved are reported). Go: SetReadDeadline / SetWriteDeadline.
+  task<io_result> read(const context& ctx, std::span<char> buffer, clock::time_point deadline);
+  task<io_result> write(const context& ctx, std::string_view data, clock::time_point deadline);
+
+  // Waits until the socket may be readable (a read may still find nothing:
+  // callers read and wait again), without holding a buffer meanwhile. The
+  // error is the context's, errc::deadline_exceeded, or errc::closed.
+  // Readiness is edge-triggered: call it only after a read that returned
+  // less than it asked for (or before the first read).
+  task<std::error_code> wait_readable(const context& ctx,
+                                      clock::time_point deadline = clock::time_point::max());
+
+  // Calls `cancel` once the peer hangs up (half-closes, resets, or the socket
+  // fails) — at once if that was already reported — so work done on the
+  // peer's behalf stops while nobody is reading the socket. One watch at a
+  // time: a new call replaces the previous one; an empty cancel_func clears it.
+  // Go: net/http's background read that cancels a request's context.
+  void cancel_on_hangup(const cancel_func& cancel) noexcept;
 
   // Half-close: no more writes; the peer reads end of stream. Go: CloseWrite.
   std::error_code shutdown_write() noexcept;

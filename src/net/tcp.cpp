@@ -174,6 +174,11 @@ task<tcp_stream::connect_result> tcp_stream::connect(const context& ctx,
 }
 
 task<io_result> tcp_stream::read(const context& ctx, std::span<char> buffer) {
+  co_return co_await read(ctx, buffer, clock::time_point::max());
+}
+
+task<io_result> tcp_stream::read(const context& ctx, std::span<char> buffer,
+                                 clock::time_point deadline) {
   if (s_ == nullptr) co_return io_result{0, make_error_code(errc::closed)};
   if (buffer.empty()) co_return io_result{};
   for (;;) {
@@ -181,13 +186,18 @@ task<io_result> tcp_stream::read(const context& ctx, std::span<char> buffer) {
     if (n >= 0) co_return io_result{static_cast<std::size_t>(n), {}};
     if (errno == EINTR) continue;
     if (errno != EAGAIN && errno != EWOULDBLOCK) co_return io_result{0, detail_net::last_error()};
-    const std::error_code ec = co_await poll_wait(s_->pd, io_dir::read, ctx);
+    const std::error_code ec = co_await poll_wait(s_->pd, io_dir::read, ctx, deadline);
     if (ec) co_return io_result{0, ec};
     if (s_ == nullptr) co_return io_result{0, make_error_code(errc::closed)};
   }
 }
 
 task<io_result> tcp_stream::write(const context& ctx, std::string_view data) {
+  co_return co_await write(ctx, data, clock::time_point::max());
+}
+
+task<io_result> tcp_stream::write(const context& ctx, std::string_view data,
+                                  clock::time_point deadline) {
   if (s_ == nullptr) co_return io_result{0, make_error_code(errc::closed)};
   std::size_t done = 0;
   while (done < data.size()) {
@@ -198,11 +208,21 @@ task<io_result> tcp_stream::write(const context& ctx, std::string_view data) {
     }
     if (errno == EINTR) continue;
     if (errno != EAGAIN && errno != EWOULDBLOCK) co_return io_result{done, detail_net::last_error()};
-    const std::error_code ec = co_await poll_wait(s_->pd, io_dir::write, ctx);
+    const std::error_code ec = co_await poll_wait(s_->pd, io_dir::write, ctx, deadline);
     if (ec) co_return io_result{done, ec};
     if (s_ == nullptr) co_return io_result{done, make_error_code(errc::closed)};
   }
   co_return io_result{done, {}};
+}
+
+task<std::error_code> tcp_stream::wait_readable(const context& ctx, clock::time_point deadline) {
+  if (s_ == nullptr) co_return make_error_code(errc::closed);
+  co_return co_await poll_wait(s_->pd, io_dir::read, ctx, deadline);
+}
+
+void tcp_stream::cancel_on_hangup(const cancel_func& cancel) noexcept {
+  if (s_ == nullptr) return;
+  sluice::detail::poll_watch_hangup(s_->pd, cancel.node());
 }
 
 std::error_code tcp_stream::shutdown_write() noexcept {

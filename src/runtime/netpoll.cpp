@@ -14,8 +14,13 @@ namespace {
 void on_ready(poll_item* item, std::uint32_t events) noexcept {
   auto* d = static_cast<poll_desc*>(item);
   wake_batch wakes;
+  context_node* watch = nullptr;
   d->mu.lock();
   const bool err = (events & (EPOLLERR | EPOLLHUP)) != 0;
+  if (err || (events & EPOLLRDHUP) != 0) {
+    d->hangup = true;
+    watch = std::exchange(d->hangup_watch, nullptr);
+  }
   if (err || (events & (EPOLLIN | EPOLLRDHUP)) != 0) {
     if (wait_node* n = d->waiters[0].claim_front()) {
       wakes.add(n);
@@ -31,6 +36,12 @@ void on_ready(poll_item* item, std::uint32_t events) noexcept {
     }
   }
   d->mu.unlock();
+  // Outside d->mu: cancelling takes the context's locks and wakes its waiters,
+  // which may be parked in poll_wait on this very desc.
+  if (watch != nullptr) {
+    watch->cancel_by_owner();
+    ref_counted::release(watch);
+  }
 }
 
 // The I/O side of poll_wait, as a select case raced against done(ctx).
@@ -79,6 +90,8 @@ poll_desc* poll_open(int fd) {
   d->fd = fd;
   d->closing = false;
   d->ready[0] = d->ready[1] = false;
+  d->hangup = false;
+  d->hangup_watch = nullptr;
   d->on_ready = &on_ready;
   d->mu.unlock();
   epoll_event ev{};
@@ -99,6 +112,7 @@ void poll_close(poll_desc* d) noexcept {
   wake_batch wakes;
   d->mu.lock();
   d->closing = true;
+  context_node* watch = std::exchange(d->hangup_watch, nullptr);
   for (auto& list : d->waiters) {
     while (wait_node* n = list.claim_front()) {
       n->closed = true;
@@ -106,6 +120,7 @@ void poll_close(poll_desc* d) noexcept {
     }
   }
   d->mu.unlock();
+  if (watch != nullptr) ref_counted::release(watch);
   wakes.wake_all();
   s->io_unregistered();
   s->polls().put(d);
@@ -118,6 +133,32 @@ task<std::error_code> poll_wait(poll_desc* d, io_dir dir, const context& ctx) {
   auto r = co_await wait;
   if (r.index() == 0) co_return r.get<0>();
   co_return ctx.err();
+}
+
+task<std::error_code> poll_wait(poll_desc* d, io_dir dir, const context& ctx,
+                                clock::time_point deadline) {
+  if (deadline == clock::time_point::max()) co_return co_await poll_wait(d, dir, ctx);
+  io_case io(d, dir);
+  auto wait = sluice::select(io, done(ctx), at(deadline));
+  wait.set_reason(wait_reason::io);
+  auto r = co_await wait;
+  if (r.index() == 0) co_return r.get<0>();
+  if (r.index() == 2) co_return make_error_code(errc::deadline_exceeded);
+  co_return ctx.err();
+}
+
+void poll_watch_hangup(poll_desc* d, context_node* ctx_node) noexcept {
+  if (ctx_node != nullptr) ctx_node->add_ref();
+  d->mu.lock();
+  context_node* old = std::exchange(d->hangup_watch, ctx_node);
+  const bool fire = d->hangup && ctx_node != nullptr;
+  if (fire) d->hangup_watch = nullptr;
+  d->mu.unlock();
+  if (old != nullptr) ref_counted::release(old);
+  if (fire) {
+    ctx_node->cancel_by_owner();
+    ref_counted::release(ctx_node);
+  }
 }
 
 }  // namespace sluice::detail

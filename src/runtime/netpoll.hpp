@@ -32,6 +32,11 @@ struct poll_desc : poll_item {
   int fd = -1;
   bool closing = false;
   bool ready[2] = {false, false};
+  // The peer hung up (FIN, RST or a socket error was reported). Sticky until
+  // the desc is reused.
+  bool hangup = false;
+  // Cancelled (and cleared) when a hangup is reported; see watch_hangup.
+  context_node* hangup_watch = nullptr;  // holds a reference
   wait_list waiters[2];
   poll_desc* next_free = nullptr;
   scheduler* sched = nullptr;
@@ -76,5 +81,13 @@ void poll_close(poll_desc* d) noexcept;
 // Suspends until the fd is ready in `dir`, the context is done, or the desc is
 // closed. Returns {} when ready (or spuriously: callers retry the syscall).
 task<std::error_code> poll_wait(poll_desc* d, io_dir dir, const context& ctx);
+// The same, also ending with errc::deadline_exceeded at `deadline`
+// (clock::time_point::max(): no deadline).
+task<std::error_code> poll_wait(poll_desc* d, io_dir dir, const context& ctx,
+                                clock::time_point deadline);
+// Cancels `ctx_node` (cancel_by_owner) when the peer hangs up, at once if it
+// already has; replaces a previous watch. nullptr clears the watch. The desc
+// keeps a reference to the node while it watches.
+void poll_watch_hangup(poll_desc* d, context_node* ctx_node) noexcept;
 
 }  // namespace sluice::detail

@@ -1,0 +1,350 @@
+// Internal: one HTTP/1.1 connection, from its first byte to its close.
+//
+// A connection is a loop over requests, run by its own task:
+//
+//   wait (idle: no buffers held) -> read + parse headers -> [100 Continue]
+//   -> read + parse body -> handler -> serialize response -> ...
+//
+// Responses are appended to an output buffer that is written when no more
+// input is buffered (so a pipelined batch is answered with one write), when
+// it grows large, or when the connection must close. Errors the server
+// answers itself (400, 413, 417, 431, 505) close the connection after a
+// lingering shutdown: we stop writing, then read and discard for a moment so
+// the client sees our answer instead of a reset.
+//
+// The transport is a template parameter so the fuzzer and the unit tests can
+// drive the same code with bytes in memory; the server uses net::tcp_stream.
+#pragma once
+
+#include "buffer_pool.hpp"
+#include "parser.hpp"
+#include "server_state.hpp"
+
+#include <sluice/net.hpp>
+#include <sluice/task.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <exception>
+#include <string>
+#include <string_view>
+
+namespace sluice::http::detail {
+
+// "Tue, 01 Dec 2026 09:54:50 GMT", refreshed once a second per thread.
+std::string_view http_date() noexcept;
+
+// Appends "HTTP/1.1 <status> <reason>\r\n", the handler's headers, Date, and
+// the framing headers; `body_length` < 0 means chunked (HTTP/1.1) or
+// close-delimited (HTTP/1.0) — the streaming case.
+void write_head(std::string& out, const response& res, long long body_length, bool keep_alive,
+                int request_minor);
+// Appends a complete canned answer (status, text body, Connection: close).
+void write_simple(std::string& out, int status, std::string_view body, bool keep_alive);
+// Whether a response with this status (to this method) has no body.
+bool bodyless(int status, bool head) noexcept;
+// "<hex>\r\n<data>\r\n"
+void append_chunk(std::string& out, std::string_view data);
+
+template <class T>
+concept http_transport = requires(T& t, const context& c, std::span<char> b, std::string_view d,
+                                  clock::time_point dl, const cancel_func& cf) {
+  { t.read(c, b, dl) } -> std::same_as<task<net::io_result>>;
+  { t.write(c, d, dl) } -> std::same_as<task<net::io_result>>;
+  { t.wait_readable(c, dl) } -> std::same_as<task<std::error_code>>;
+  t.cancel_on_hangup(cf);
+  t.shutdown_write();
+};
+
+inline clock::time_point deadline_in(clock::duration d) noexcept {
+  return d > clock::duration::zero() ? sluice::detail::deadline_after(d) : clock::time_point::max();
+}
+
+template <http_transport T>
+class connection final : public connection_hooks {
+ public:
+  connection(T& io, server::state& srv, conn_record& rec, const context& ctx)
+      : io_(io), srv_(srv), rec_(rec), ctx_(ctx), parser_(srv.limits) {}
+
+  task<void> run(std::string remote) {
+    req_.set_remote_address(remote);
+    remote_ = std::move(remote);
+    co_await loop();
+    in_.release();
+    give_string(std::move(out_));
+    req_.finish(true);
+    res_.reset(true);
+  }
+
+  // connection_hooks
+  void watch_hangup(const cancel_func& cancel) noexcept override { io_.cancel_on_hangup(cancel); }
+
+  task<std::error_code> flush(response& res) override {
+    if (!res.headers_sent()) {
+      streaming_ = true;
+      write_head(out_, res, -1, keep_alive_ && req_.version_minor() >= 1, req_.version_minor());
+      res.mark_headers_sent();
+    }
+    if (!head_ && !res.body().empty()) {
+      if (req_.version_minor() >= 1) {
+        append_chunk(out_, res.body());
+      } else {
+        out_.append(res.body());
+      }
+    }
+    res.body().clear();
+    co_return co_await write_out();
+  }
+
+ private:
+  // Writes and empties the output buffer; an error means the connection is done.
+  task<std::error_code> write_out() {
+    if (out_.empty()) co_return std::error_code();
+    const auto r = co_await io_.write(ctx_, out_, deadline_in(srv_.opts.write_timeout));
+    out_.clear();
+    if (r.error == errc::deadline_exceeded) srv_.timeouts.fetch_add(1, std::memory_order_relaxed);
+    co_return r.error;
+  }
+
+  // Reads more input at in_[end_...) (compacting first). false: end of stream,
+  // error or deadline (the connection is done).
+  task<bool> fill(clock::time_point deadline) {
+    if (begin_ == end_) begin_ = end_ = 0;
+    if (end_ == read_buffer::size) {
+      // Unparsed bytes are always a strict prefix of one message's parts
+      // that llhttp has not consumed: it consumes everything it is given
+      // unless paused, so this only happens right after a pause.
+      std::memmove(in_.data(), in_.data() + begin_, end_ - begin_);
+      end_ -= begin_;
+      begin_ = 0;
+    }
+    const std::size_t want = read_buffer::size - end_;
+    const auto r = co_await io_.read(ctx_, std::span<char>(in_.data() + end_, want), deadline);
+    if (r.error) {
+      if (r.error == errc::deadline_exceeded) {
+        srv_.timeouts.fetch_add(1, std::memory_order_relaxed);
+        timed_out_ = true;
+      }
+      co_return false;
+    }
+    if (r.bytes == 0) co_return false;
+    end_ += r.bytes;
+    drained_ = r.bytes < want;
+    co_return true;
+  }
+
+  // Waits for the next request without holding buffers. false: close.
+  task<bool> wait_idle(bool first) {
+    if (!drained_) co_return true;  // the last read filled the buffer: more may be queued
+    in_.release();
+    give_string(std::move(out_));
+    out_ = std::string();
+    if (req_.body().capacity() > 4096) req_.finish(true);
+    if (res_.body().capacity() > 4096) res_.reset(true);
+    rec_.phase.store(conn_phase::idle, std::memory_order_seq_cst);
+    srv_.idle.fetch_add(1, std::memory_order_relaxed);
+    bool ok = !srv_.shutting_down.load(std::memory_order_seq_cst);
+    if (ok) {
+      const clock::duration limit = first ? srv_.opts.read_header_timeout : srv_.opts.idle_timeout;
+      const std::error_code ec = co_await io_.wait_readable(ctx_, deadline_in(limit));
+      if (ec == errc::deadline_exceeded) srv_.timeouts.fetch_add(1, std::memory_order_relaxed);
+      ok = !ec;
+    }
+    srv_.idle.fetch_sub(1, std::memory_order_relaxed);
+    conn_phase expected = conn_phase::idle;
+    if (!rec_.phase.compare_exchange_strong(expected, conn_phase::active, std::memory_order_seq_cst)) {
+      ok = false;  // shutdown closed us while idle
+    }
+    out_ = take_string();
+    co_return ok;
+  }
+
+  // Answers an error the server detected itself, then closes lingeringly.
+  task<void> reject(int status, std::string_view why) {
+    srv_.bad_requests.fetch_add(1, std::memory_order_relaxed);
+    std::string body(reason_phrase(status));
+    if (!why.empty()) body.append(": ").append(why);
+    write_simple(out_, status, body, false);
+    if (co_await write_out()) co_return;
+    co_await linger();
+  }
+
+  // Stops writing, then discards what the client still sends (up to 256 KiB,
+  // for at most 500 ms) so closing does not turn into a reset that destroys
+  // our last answer in the client's receive buffer.
+  task<void> linger() {
+    io_.shutdown_write();
+    const auto until = deadline_in(std::chrono::milliseconds(500));
+    for (std::size_t discarded = 0; discarded < 256 * 1024;) {
+      const auto r = co_await io_.read(ctx_, std::span<char>(in_.data(), read_buffer::size), until);
+      if (r.error || r.bytes == 0) break;
+      discarded += r.bytes;
+    }
+  }
+
+  task<void> loop() {
+    bool first = true;
+    std::uint64_t served = 0;
+    for (;;) {
+      // ---- between requests
+      if (begin_ == end_) {
+        if (co_await write_out()) co_return;
+        if (closing_) co_return;
+        if (!co_await wait_idle(first)) co_return;
+      }
+      first = false;
+      const auto header_deadline = deadline_in(srv_.opts.read_header_timeout);
+      const auto body_deadline = deadline_in(srv_.opts.read_timeout);
+      parser_.bind(&req_);
+
+      // ---- headers, then body
+      bool complete = false;
+      bool continue_sent = false;
+      while (!complete) {
+        if (begin_ == end_) {
+          if (parser_.headers_done() && parser_.expect_continue() && parser_.has_body() &&
+              !continue_sent) {
+            // The client waits for this before sending the body (RFC 9110 §10.1.1).
+            out_.append("HTTP/1.1 100 Continue\r\n\r\n");
+            continue_sent = true;
+            if (co_await write_out()) co_return;
+          }
+          const bool more = co_await fill(parser_.headers_done()
+                                              ? body_deadline
+                                              : std::min(header_deadline, body_deadline));
+          if (!more) {
+            // Mid-request: answer 408 after a timeout (Go closes silently on
+            // a read timeout; an answer tells a slow client why).
+            if (timed_out_ && (parser_.in_message() || parser_.headers_done())) {
+              co_await reject(408, "timed out reading the request");
+            } else if (out_.size() > 0) {
+              co_await write_out();
+            }
+            co_return;
+          }
+        }
+        const auto r = parser_.feed(in_.data() + begin_, end_ - begin_);
+        begin_ += r.consumed;
+        switch (r.event) {
+          case parse_event::need_more:
+          case parse_event::headers_complete:
+            break;
+          case parse_event::message_complete:
+            complete = true;
+            break;
+          case parse_event::error:
+            co_await reject(parser_.error_status(), parser_.error_reason());
+            co_return;
+        }
+      }
+
+      // ---- the handler
+      ++served;
+      keep_alive_ = parser_.keep_alive() && !parser_.upgrade() &&
+                    !srv_.shutting_down.load(std::memory_order_seq_cst) &&
+                    (srv_.opts.max_requests_per_connection == 0 ||
+                     served < srv_.opts.max_requests_per_connection);
+      head_ = req_.method() == "HEAD";
+      streaming_ = false;
+      req_.attach(this, &ctx_);
+      res_.attach(this);
+      srv_.requests.fetch_add(1, std::memory_order_relaxed);
+      srv_.in_flight.fetch_add(1, std::memory_order_relaxed);
+      std::exception_ptr failure;
+      try {
+        co_await srv_.h(req_, res_);
+      } catch (...) {
+        failure = std::current_exception();
+      }
+      srv_.in_flight.fetch_sub(1, std::memory_order_relaxed);
+      if (failure) {
+        log_failure(failure);
+        if (res_.headers_sent()) co_return;  // a broken stream: only closing tells the client
+        res_.reset(false);
+        keep_alive_ = false;
+        write_simple(out_, 500, "Internal Server Error", false);
+      } else {
+        if (auto c = res_.header().get("connection"); c && iequals(*c, "close")) keep_alive_ = false;
+        // A shutdown that began while the handler ran: tell the client now.
+        if (srv_.shutting_down.load(std::memory_order_seq_cst)) keep_alive_ = false;
+        finish_response();
+      }
+      req_.finish(false);
+      res_.reset(false);
+      if (!keep_alive_) closing_ = true;
+      if (closing_) {
+        co_await write_out();
+        co_return;
+      }
+      if (out_.size() >= 64 * 1024) {
+        if (co_await write_out()) co_return;
+      }
+    }
+  }
+
+  // Serializes the handler's response (or ends its stream) into out_.
+  void finish_response() {
+    if (streaming_) {
+      if (!head_ && req_.version_minor() >= 1) {
+        if (!res_.body().empty()) append_chunk(out_, res_.body());
+        out_.append("0\r\n\r\n");
+      } else if (!head_) {
+        out_.append(res_.body());
+      }
+      if (req_.version_minor() == 0) keep_alive_ = false;  // the close ends the body
+      return;
+    }
+    const bool no_body = bodyless(res_.status(), head_);
+    long long length = static_cast<long long>(res_.body().size());
+    if (head_ && res_.body().empty()) {
+      // A HEAD handler may announce the GET body's length without writing it.
+      if (auto cl = res_.header().get("content-length")) {
+        long long v = 0;
+        bool ok = !cl->empty();
+        for (char c : *cl) {
+          if (c < '0' || c > '9') ok = false;
+          else v = v * 10 + (c - '0');
+        }
+        if (ok) length = v;
+      }
+    }
+    write_head(out_, res_, no_body && !head_ ? 0 : length, keep_alive_, req_.version_minor());
+    if (!no_body) out_.append(res_.body());
+  }
+
+  void log_failure(std::exception_ptr e) {
+    std::string line = "sluice::http: handler for ";
+    line.append(req_.method()).append(" ").append(req_.target()).append(" from ").append(remote_);
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      line.append(" threw: ").append(ex.what());
+    } catch (...) {
+      line.append(" threw a non-std exception");
+    }
+    srv_.log(line);
+  }
+
+  T& io_;
+  server::state& srv_;
+  conn_record& rec_;
+  const context& ctx_;
+  request_parser parser_;
+  request req_;
+  response res_;
+  read_buffer in_;
+  std::string out_;
+  std::string remote_;
+  std::size_t begin_ = 0;
+  std::size_t end_ = 0;
+  bool drained_ = true;
+  bool timed_out_ = false;
+  bool keep_alive_ = true;
+  bool closing_ = false;
+  bool head_ = false;
+  bool streaming_ = false;
+};
+
+}  // namespace sluice::http::detail

@@ -1,0 +1,303 @@
+// The accept loop, the connection registry and Shutdown. The protocol that
+// makes shutdown exact is described in server_state.hpp; the per-connection
+// work is in connection.hpp.
+#include "connection.hpp"
+
+#include <sluice/runtime.hpp>
+#include <sluice/select.hpp>
+#include <sluice/time.hpp>
+
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <charconv>
+#include <cstdio>
+#include <ctime>
+#include <iostream>
+#include <stdexcept>
+
+namespace sluice::http {
+
+namespace detail {
+
+std::string_view http_date() noexcept {
+  struct cache {
+    std::time_t second = -1;
+    char text[32] = {};
+    std::size_t len = 0;
+  };
+  thread_local cache c;
+  timespec ts{};
+  // The coarse clock is a few nanoseconds (no hardware counter read) and
+  // ticks every few milliseconds: enough for a header with 1 s resolution.
+  clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+  if (ts.tv_sec != c.second) {
+    std::tm tm{};
+    gmtime_r(&ts.tv_sec, &tm);
+    c.len = std::strftime(c.text, sizeof c.text, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    c.second = ts.tv_sec;
+  }
+  return {c.text, c.len};
+}
+
+namespace {
+void append_number(std::string& out, unsigned long long v) {
+  char buf[24];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, r.ptr);
+}
+
+void append_status_line(std::string& out, int status) {
+  out.append("HTTP/1.1 ");
+  append_number(out, static_cast<unsigned long long>(status));
+  out.push_back(' ');
+  const std::string_view reason = reason_phrase(status);
+  out.append(reason.empty() ? std::string_view("Status") : reason);
+  out.append("\r\n");
+}
+
+// Headers the server writes itself: a handler's copies are dropped.
+bool framing_header(std::string_view name) noexcept {
+  return iequals(name, "content-length") || iequals(name, "transfer-encoding") ||
+         iequals(name, "connection");
+}
+}  // namespace
+
+bool bodyless(int status, bool head) noexcept {
+  return head || (status >= 100 && status < 200) || status == 204 || status == 304;
+}
+
+void write_head(std::string& out, const response& res, long long body_length, bool keep_alive,
+                int request_minor) {
+  append_status_line(out, res.status());
+  bool has_date = false;
+  for (const auto& f : res.header()) {
+    if (framing_header(f.name)) continue;
+    if (!has_date && iequals(f.name, "date")) has_date = true;
+    out.append(f.name).append(": ").append(f.value).append("\r\n");
+  }
+  if (!has_date) out.append("Date: ").append(http_date()).append("\r\n");
+  const bool no_length = res.status() < 200 || res.status() == 204;
+  if (body_length >= 0) {
+    if (!no_length && res.status() != 304) {
+      out.append("Content-Length: ");
+      append_number(out, static_cast<unsigned long long>(body_length));
+      out.append("\r\n");
+    }
+  } else if (request_minor >= 1) {
+    out.append("Transfer-Encoding: chunked\r\n");
+  }
+  if (!keep_alive) {
+    out.append("Connection: close\r\n");
+  } else if (request_minor == 0) {
+    out.append("Connection: keep-alive\r\n");
+  }
+  out.append("\r\n");
+}
+
+void write_simple(std::string& out, int status, std::string_view body, bool keep_alive) {
+  append_status_line(out, status);
+  out.append("Date: ").append(http_date()).append("\r\n");
+  out.append("Content-Type: text/plain; charset=utf-8\r\nContent-Length: ");
+  append_number(out, body.size() + 1);
+  out.append(keep_alive ? "\r\n\r\n" : "\r\nConnection: close\r\n\r\n");
+  out.append(body).push_back('\n');
+}
+
+void append_chunk(std::string& out, std::string_view data) {
+  char buf[20];
+  const auto r = std::to_chars(buf, buf + sizeof buf, static_cast<unsigned long long>(data.size()), 16);
+  out.append(buf, r.ptr).append("\r\n").append(data).append("\r\n");
+}
+
+namespace {
+
+// A connection's task: registers, serves, deregisters.
+task<void> connection_main(std::shared_ptr<server::state> srv, net::tcp_stream stream) {
+  conn_record rec;
+  auto [ctx, cancel] = with_cancel(srv->hard.ctx);
+  rec.cancel = cancel;
+  srv->enlist(&rec);
+  {
+    connection<net::tcp_stream> c(stream, *srv, rec, ctx);
+    co_await c.run(stream.remote_address());
+  }
+  stream.close();
+  cancel();
+  srv->delist(&rec);
+  srv->open.fetch_sub(1, std::memory_order_relaxed);
+  srv->leave();
+}
+
+// Over max_connections: one non-blocking write of a canned answer, then close
+// (the socket's buffer is empty, so the write fits).
+void reject_connection(net::tcp_stream& stream) noexcept {
+  static constexpr std::string_view answer =
+      "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n"
+      "Content-Type: text/plain; charset=utf-8\r\nContent-Length: 25\r\n\r\n"
+      "too many open connections";
+  [[maybe_unused]] const ssize_t n =
+      ::send(stream.native_handle(), answer.data(), answer.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  ::shutdown(stream.native_handle(), SHUT_WR);
+  stream.close();
+}
+
+bool retryable_accept_error(const std::error_code& ec) noexcept {
+  if (ec.category() != std::generic_category()) return false;
+  const int e = ec.value();
+  return e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM || e == EPROTO || e == EPERM;
+}
+
+}  // namespace
+}  // namespace detail
+
+server::state::state(handler hh, server_options o)
+    : h(std::move(hh)),
+      opts(std::move(o)),
+      hard(with_cancel(context::background())),
+      accept(with_cancel(context::background())) {
+  limits.max_header_bytes = opts.max_header_bytes;
+  limits.max_headers = opts.max_headers;
+  limits.max_body_bytes = opts.max_body_bytes;
+}
+
+void server::state::log(std::string_view line) const {
+  if (opts.error_log) {
+    opts.error_log(line);
+  } else {
+    std::cerr << line << '\n';
+  }
+}
+
+void server::state::enlist(detail::conn_record* r) {
+  std::lock_guard lock(registry_mu);
+  r->next = registry;
+  if (registry != nullptr) registry->prev = r;
+  registry = r;
+}
+
+void server::state::delist(detail::conn_record* r) noexcept {
+  std::lock_guard lock(registry_mu);
+  if (r->prev != nullptr) r->prev->next = r->next;
+  if (r->next != nullptr) r->next->prev = r->prev;
+  if (registry == r) registry = r->next;
+}
+
+void server::state::leave() noexcept {
+  if (members.fetch_sub(1, std::memory_order_seq_cst) == 1 &&
+      shutting_down.load(std::memory_order_seq_cst) &&
+      !all_done_closed.exchange(true, std::memory_order_acq_rel)) {
+    all_done.close();
+  }
+}
+
+server::server(handler h, server_options opts) {
+  if (!h) throw std::invalid_argument("sluice::http::server: empty handler");
+  if (opts.max_header_bytes == 0 || opts.max_headers == 0 || opts.max_connections == 0) {
+    throw std::invalid_argument(
+        "sluice::http::server: max_header_bytes, max_headers and max_connections must be > 0");
+  }
+  s_ = std::make_shared<state>(std::move(h), std::move(opts));
+}
+
+server::~server() = default;
+
+bool server::shutting_down() const noexcept { return s_->shutting_down.load(std::memory_order_acquire); }
+
+std::string server::address() const {
+  std::lock_guard lock(s_->address_mu);
+  return s_->address;
+}
+
+server_stats server::stats() const noexcept {
+  server_stats st;
+  st.connections_accepted = s_->accepted.load(std::memory_order_relaxed);
+  st.connections_rejected = s_->rejected.load(std::memory_order_relaxed);
+  st.requests = s_->requests.load(std::memory_order_relaxed);
+  st.bad_requests = s_->bad_requests.load(std::memory_order_relaxed);
+  st.timeouts = s_->timeouts.load(std::memory_order_relaxed);
+  const auto clamp = [](std::int64_t v) { return static_cast<std::size_t>(v < 0 ? 0 : v); };
+  st.connections_open = clamp(s_->open.load(std::memory_order_relaxed));
+  st.connections_idle = clamp(s_->idle.load(std::memory_order_relaxed));
+  st.requests_in_flight = clamp(s_->in_flight.load(std::memory_order_relaxed));
+  return st;
+}
+
+task<std::error_code> server::serve(net::tcp_listener ln) {
+  std::shared_ptr<state> s = s_;
+  s->members.fetch_add(1, std::memory_order_seq_cst);
+  if (s->shutting_down.load(std::memory_order_seq_cst)) {
+    s->leave();
+    co_return make_error_code(errc::closed);
+  }
+  {
+    std::lock_guard lock(s->address_mu);
+    s->address = ln.local_address();
+  }
+  std::error_code result;
+  auto backoff = std::chrono::milliseconds(5);
+  for (;;) {
+    auto [stream, ec] = co_await ln.accept(s->accept.ctx);
+    if (ec) {
+      if (s->accept.ctx.err()) {
+        result = make_error_code(errc::closed);
+        break;
+      }
+      if (detail::retryable_accept_error(ec)) {
+        // Out of descriptors or memory: Go's answer, back off and retry.
+        s->log("sluice::http: accept: " + ec.message() + "; retrying");
+        co_await select(done(s->accept.ctx), after(backoff));
+        backoff = std::min<std::chrono::milliseconds>(backoff * 2, std::chrono::seconds(1));
+        continue;
+      }
+      result = ec;
+      break;
+    }
+    backoff = std::chrono::milliseconds(5);
+    s->accepted.fetch_add(1, std::memory_order_relaxed);
+    if (static_cast<std::size_t>(s->open.load(std::memory_order_relaxed)) >= s->opts.max_connections) {
+      s->rejected.fetch_add(1, std::memory_order_relaxed);
+      detail::reject_connection(stream);
+      continue;
+    }
+    s->members.fetch_add(1, std::memory_order_seq_cst);
+    if (s->shutting_down.load(std::memory_order_seq_cst)) {
+      s->leave();
+      break;
+    }
+    s->open.fetch_add(1, std::memory_order_relaxed);
+    go(detail::connection_main, s, std::move(stream));
+  }
+  ln.close();
+  s->leave();
+  co_return result;
+}
+
+task<std::error_code> server::shutdown(const context& ctx) {
+  std::shared_ptr<state> s = s_;
+  s->shutting_down.store(true, std::memory_order_seq_cst);
+  s->accept.cancel();
+  {
+    std::lock_guard lock(s->registry_mu);
+    for (detail::conn_record* r = s->registry; r != nullptr; r = r->next) {
+      auto expected = detail::conn_phase::idle;
+      if (r->phase.compare_exchange_strong(expected, detail::conn_phase::closing,
+                                           std::memory_order_seq_cst)) {
+        r->cancel();
+      }
+    }
+  }
+  if (s->members.load(std::memory_order_seq_cst) == 0) {
+    if (!s->all_done_closed.exchange(true, std::memory_order_acq_rel)) s->all_done.close();
+  }
+  auto r = co_await select(recv(s->all_done), done(ctx));
+  if (r.index() == 0) co_return std::error_code();
+  // The deadline passed: cancel every request and connection, then wait for
+  // the tasks to notice (their I/O ends at once; a handler that ignores its
+  // context is waited for, as the caller must not free what it uses).
+  s->hard.cancel();
+  co_await s->all_done.recv();
+  co_return ctx.err();
+}
+
+}  // namespace sluice::http
