@@ -2,8 +2,15 @@
 //
 // A connection is a loop over requests, run by its own task:
 //
-//   wait (idle: no buffers held) -> read + parse headers -> [100 Continue]
-//   -> read + parse body -> handler -> serialize response -> ...
+//   wait (idle) -> read + parse headers -> [100 Continue]
+//   -> read + parse body -> handler -> serialize response -> ... -> wait
+//
+// Idle costs little: everything a request needs (parser, request and
+// response objects, read and write buffers) is an active_state taken from a
+// per-thread pool when the first byte arrives and given back when the
+// connection has answered everything and its input is drained. While it
+// waits, a connection holds its socket, its context, its task's frames and
+// one readiness wait — no buffer.
 //
 // Responses are appended to an output buffer that is written when no more
 // input is buffered (so a pipelined batch is answered with one write), when
@@ -62,36 +69,70 @@ inline clock::time_point deadline_in(clock::duration d) noexcept {
   return d > clock::duration::zero() ? sluice::detail::deadline_after(d) : clock::time_point::max();
 }
 
+// What a request needs while the connection is active; pooled per thread
+// (bounded) while connections are idle. It never holds connection data when
+// pooled: a connection goes idle only with its input consumed and its
+// output written.
+struct active_state {
+  explicit active_state(const parse_limits& limits) : parser(limits) {}
+  request_parser parser;
+  request req;
+  response res;
+  read_buffer in;
+  std::string out;
+  std::size_t begin = 0;
+  std::size_t end = 0;
+};
+active_state* take_active_state(const parse_limits& limits);
+void give_active_state(active_state* st) noexcept;
+
+enum class after_active { idle, close };
+
 template <http_transport T>
 class connection final : public connection_hooks {
  public:
   connection(T& io, server::state& srv, conn_record& rec, const context& ctx)
-      : io_(io), srv_(srv), rec_(rec), ctx_(ctx), parser_(srv.limits) {}
+      : io_(io), srv_(srv), rec_(rec), ctx_(ctx) {}
+  connection(const connection&) = delete;
+  connection& operator=(const connection&) = delete;
 
+  // Serves the connection until it closes.
   task<void> run(std::string remote) {
-    req_.set_remote_address(remote);
     remote_ = std::move(remote);
-    co_await loop();
-    in_.release();
-    give_string(std::move(out_));
-    req_.finish(true);
-    res_.reset(true);
+    bool first = true;
+    for (;;) {
+      if (!co_await wait_idle(first)) co_return;
+      first = false;
+      st_ = take_active_state(srv_.limits);
+      st_->req.set_remote_address(remote_);
+      after_active next = after_active::close;
+      try {
+        next = co_await serve_active();
+      } catch (...) {
+        // Only allocation failures get here; the connection cannot go on.
+        next = after_active::close;
+      }
+      give_active_state(std::exchange(st_, nullptr));
+      if (next == after_active::close) co_return;
+    }
   }
 
   // connection_hooks
   void watch_hangup(const cancel_func& cancel) noexcept override { io_.cancel_on_hangup(cancel); }
 
   task<std::error_code> flush(response& res) override {
+    std::string& out = st_->out;
+    const int minor = st_->req.version_minor();
     if (!res.headers_sent()) {
       streaming_ = true;
-      write_head(out_, res, -1, keep_alive_ && req_.version_minor() >= 1, req_.version_minor());
+      write_head(out, res, -1, keep_alive_ && minor >= 1, minor);
       res.mark_headers_sent();
     }
     if (!head_ && !res.body().empty()) {
-      if (req_.version_minor() >= 1) {
-        append_chunk(out_, res.body());
+      if (minor >= 1) {
+        append_chunk(out, res.body());
       } else {
-        out_.append(res.body());
+        out.append(res.body());
       }
     }
     res.body().clear();
@@ -101,27 +142,29 @@ class connection final : public connection_hooks {
  private:
   // Writes and empties the output buffer; an error means the connection is done.
   task<std::error_code> write_out() {
-    if (out_.empty()) co_return std::error_code();
-    const auto r = co_await io_.write(ctx_, out_, deadline_in(srv_.opts.write_timeout));
-    out_.clear();
+    std::string& out = st_->out;
+    if (out.empty()) co_return std::error_code();
+    const auto r = co_await io_.write(ctx_, out, deadline_in(srv_.opts.write_timeout));
+    out.clear();
     if (r.error == errc::deadline_exceeded) srv_.timeouts.fetch_add(1, std::memory_order_relaxed);
     co_return r.error;
   }
 
-  // Reads more input at in_[end_...) (compacting first). false: end of stream,
-  // error or deadline (the connection is done).
+  // Reads more input after what is buffered (compacting first). false: end
+  // of stream, error or deadline (the connection is done).
   task<bool> fill(clock::time_point deadline) {
-    if (begin_ == end_) begin_ = end_ = 0;
-    if (end_ == read_buffer::size) {
-      // Unparsed bytes are always a strict prefix of one message's parts
-      // that llhttp has not consumed: it consumes everything it is given
-      // unless paused, so this only happens right after a pause.
-      std::memmove(in_.data(), in_.data() + begin_, end_ - begin_);
-      end_ -= begin_;
-      begin_ = 0;
+    active_state& st = *st_;
+    if (st.begin == st.end) st.begin = st.end = 0;
+    if (st.end == read_buffer::size) {
+      // llhttp consumes everything it is given unless it pauses, so unparsed
+      // bytes only remain after a pause, and they start a message part it
+      // has not seen yet: moving them to the front is safe.
+      std::memmove(st.in.data(), st.in.data() + st.begin, st.end - st.begin);
+      st.end -= st.begin;
+      st.begin = 0;
     }
-    const std::size_t want = read_buffer::size - end_;
-    const auto r = co_await io_.read(ctx_, std::span<char>(in_.data() + end_, want), deadline);
+    const std::size_t want = read_buffer::size - st.end;
+    const auto r = co_await io_.read(ctx_, std::span<char>(st.in.data() + st.end, want), deadline);
     if (r.error) {
       if (r.error == errc::deadline_exceeded) {
         srv_.timeouts.fetch_add(1, std::memory_order_relaxed);
@@ -130,19 +173,13 @@ class connection final : public connection_hooks {
       co_return false;
     }
     if (r.bytes == 0) co_return false;
-    end_ += r.bytes;
+    st.end += r.bytes;
     drained_ = r.bytes < want;
     co_return true;
   }
 
-  // Waits for the next request without holding buffers. false: close.
+  // Waits for the next request (holding no active state). false: close.
   task<bool> wait_idle(bool first) {
-    if (!drained_) co_return true;  // the last read filled the buffer: more may be queued
-    in_.release();
-    give_string(std::move(out_));
-    out_ = std::string();
-    if (req_.body().capacity() > 4096) req_.finish(true);
-    if (res_.body().capacity() > 4096) res_.reset(true);
     rec_.phase.store(conn_phase::idle, std::memory_order_seq_cst);
     srv_.idle.fetch_add(1, std::memory_order_relaxed);
     bool ok = !srv_.shutting_down.load(std::memory_order_seq_cst);
@@ -157,7 +194,6 @@ class connection final : public connection_hooks {
     if (!rec_.phase.compare_exchange_strong(expected, conn_phase::active, std::memory_order_seq_cst)) {
       ok = false;  // shutdown closed us while idle
     }
-    out_ = take_string();
     co_return ok;
   }
 
@@ -166,7 +202,7 @@ class connection final : public connection_hooks {
     srv_.bad_requests.fetch_add(1, std::memory_order_relaxed);
     std::string body(reason_phrase(status));
     if (!why.empty()) body.append(": ").append(why);
-    write_simple(out_, status, body, false);
+    write_simple(st_->out, status, body, false);
     if (co_await write_out()) co_return;
     co_await linger();
   }
@@ -178,55 +214,62 @@ class connection final : public connection_hooks {
     io_.shutdown_write();
     const auto until = deadline_in(std::chrono::milliseconds(500));
     for (std::size_t discarded = 0; discarded < 256 * 1024;) {
-      const auto r = co_await io_.read(ctx_, std::span<char>(in_.data(), read_buffer::size), until);
+      const auto r = co_await io_.read(ctx_, std::span<char>(st_->in.data(), read_buffer::size), until);
       if (r.error || r.bytes == 0) break;
       discarded += r.bytes;
     }
   }
 
-  task<void> loop() {
-    bool first = true;
-    std::uint64_t served = 0;
+  // Requests until the connection can go idle (input drained, answers
+  // written) or must close.
+  task<after_active> serve_active() {
+    active_state& st = *st_;
+    request_parser& parser = st.parser;
+    request& req = st.req;
+    response& res = st.res;
+    // Woken by readiness: the first request's bytes are still in the kernel.
+    bool woken = true;
     for (;;) {
       // ---- between requests
-      if (begin_ == end_) {
-        if (co_await write_out()) co_return;
-        if (closing_) co_return;
-        if (!co_await wait_idle(first)) co_return;
+      if (!std::exchange(woken, false) && st.begin == st.end) {
+        if (co_await write_out()) co_return after_active::close;
+        if (closing_) co_return after_active::close;
+        // The last read filled the buffer: more may be queued in the kernel,
+        // and edge-triggered readiness will not say so again.
+        if (drained_) co_return after_active::idle;
       }
-      first = false;
       const auto header_deadline = deadline_in(srv_.opts.read_header_timeout);
       const auto body_deadline = deadline_in(srv_.opts.read_timeout);
-      parser_.bind(&req_);
+      parser.bind(&req);
 
       // ---- headers, then body
       bool complete = false;
       bool continue_sent = false;
       while (!complete) {
-        if (begin_ == end_) {
-          if (parser_.headers_done() && parser_.expect_continue() && parser_.has_body() &&
+        if (st.begin == st.end) {
+          if (parser.headers_done() && parser.expect_continue() && parser.has_body() &&
               !continue_sent) {
             // The client waits for this before sending the body (RFC 9110 §10.1.1).
-            out_.append("HTTP/1.1 100 Continue\r\n\r\n");
+            st.out.append("HTTP/1.1 100 Continue\r\n\r\n");
             continue_sent = true;
-            if (co_await write_out()) co_return;
+            if (co_await write_out()) co_return after_active::close;
           }
-          const bool more = co_await fill(parser_.headers_done()
+          const bool more = co_await fill(parser.headers_done()
                                               ? body_deadline
                                               : std::min(header_deadline, body_deadline));
           if (!more) {
             // Mid-request: answer 408 after a timeout (Go closes silently on
             // a read timeout; an answer tells a slow client why).
-            if (timed_out_ && (parser_.in_message() || parser_.headers_done())) {
+            if (timed_out_ && (parser.in_message() || parser.headers_done())) {
               co_await reject(408, "timed out reading the request");
-            } else if (out_.size() > 0) {
+            } else {
               co_await write_out();
             }
-            co_return;
+            co_return after_active::close;
           }
         }
-        const auto r = parser_.feed(in_.data() + begin_, end_ - begin_);
-        begin_ += r.consumed;
+        const auto r = parser.feed(st.in.data() + st.begin, st.end - st.begin);
+        st.begin += r.consumed;
         switch (r.event) {
           case parse_event::need_more:
           case parse_event::headers_complete:
@@ -235,88 +278,95 @@ class connection final : public connection_hooks {
             complete = true;
             break;
           case parse_event::error:
-            co_await reject(parser_.error_status(), parser_.error_reason());
-            co_return;
+            co_await reject(parser.error_status(), parser.error_reason());
+            co_return after_active::close;
         }
       }
 
       // ---- the handler
-      ++served;
-      keep_alive_ = parser_.keep_alive() && !parser_.upgrade() &&
+      ++served_;
+      keep_alive_ = parser.keep_alive() && !parser.upgrade() &&
                     !srv_.shutting_down.load(std::memory_order_seq_cst) &&
                     (srv_.opts.max_requests_per_connection == 0 ||
-                     served < srv_.opts.max_requests_per_connection);
-      head_ = req_.method() == "HEAD";
+                     served_ < srv_.opts.max_requests_per_connection);
+      head_ = req.method() == "HEAD";
       streaming_ = false;
-      req_.attach(this, &ctx_);
-      res_.attach(this);
+      req.attach(this, &ctx_);
+      res.attach(this);
       srv_.requests.fetch_add(1, std::memory_order_relaxed);
       srv_.in_flight.fetch_add(1, std::memory_order_relaxed);
       std::exception_ptr failure;
       try {
-        co_await srv_.h(req_, res_);
+        co_await srv_.h(req, res);
       } catch (...) {
         failure = std::current_exception();
       }
       srv_.in_flight.fetch_sub(1, std::memory_order_relaxed);
       if (failure) {
         log_failure(failure);
-        if (res_.headers_sent()) co_return;  // a broken stream: only closing tells the client
-        res_.reset(false);
+        if (res.headers_sent()) co_return after_active::close;  // a broken stream: only closing tells
+        res.reset(false);
         keep_alive_ = false;
-        write_simple(out_, 500, "Internal Server Error", false);
+        write_simple(st.out, 500, "Internal Server Error", false);
       } else {
-        if (auto c = res_.header().get("connection"); c && iequals(*c, "close")) keep_alive_ = false;
+        if (auto c = res.header().get("connection"); c && iequals(*c, "close")) keep_alive_ = false;
         // A shutdown that began while the handler ran: tell the client now.
         if (srv_.shutting_down.load(std::memory_order_seq_cst)) keep_alive_ = false;
         finish_response();
       }
-      req_.finish(false);
-      res_.reset(false);
+      req.finish(false);
+      res.reset(false);
       if (!keep_alive_) closing_ = true;
       if (closing_) {
         co_await write_out();
-        co_return;
+        co_return after_active::close;
       }
-      if (out_.size() >= 64 * 1024) {
-        if (co_await write_out()) co_return;
+      if (st.out.size() >= 64 * 1024) {
+        if (co_await write_out()) co_return after_active::close;
       }
     }
   }
 
-  // Serializes the handler's response (or ends its stream) into out_.
+  // Serializes the handler's response (or ends its stream) into the output.
   void finish_response() {
+    active_state& st = *st_;
+    response& res = st.res;
+    const int minor = st.req.version_minor();
     if (streaming_) {
-      if (!head_ && req_.version_minor() >= 1) {
-        if (!res_.body().empty()) append_chunk(out_, res_.body());
-        out_.append("0\r\n\r\n");
+      if (!head_ && minor >= 1) {
+        if (!res.body().empty()) append_chunk(st.out, res.body());
+        st.out.append("0\r\n\r\n");
       } else if (!head_) {
-        out_.append(res_.body());
+        st.out.append(res.body());
       }
-      if (req_.version_minor() == 0) keep_alive_ = false;  // the close ends the body
+      if (minor == 0) keep_alive_ = false;  // the close ends the body
       return;
     }
-    const bool no_body = bodyless(res_.status(), head_);
-    long long length = static_cast<long long>(res_.body().size());
-    if (head_ && res_.body().empty()) {
+    const bool no_body = bodyless(res.status(), head_);
+    long long length = static_cast<long long>(res.body().size());
+    if (head_ && res.body().empty()) {
       // A HEAD handler may announce the GET body's length without writing it.
-      if (auto cl = res_.header().get("content-length")) {
+      if (auto cl = res.header().get("content-length")) {
         long long v = 0;
-        bool ok = !cl->empty();
+        bool ok = !cl->empty() && cl->size() < 19;
         for (char c : *cl) {
-          if (c < '0' || c > '9') ok = false;
-          else v = v * 10 + (c - '0');
+          if (c < '0' || c > '9') {
+            ok = false;
+          } else {
+            v = v * 10 + (c - '0');
+          }
         }
         if (ok) length = v;
       }
     }
-    write_head(out_, res_, no_body && !head_ ? 0 : length, keep_alive_, req_.version_minor());
-    if (!no_body) out_.append(res_.body());
+    write_head(st.out, res, no_body && !head_ ? 0 : length, keep_alive_, minor);
+    if (!no_body) st.out.append(res.body());
   }
 
   void log_failure(std::exception_ptr e) {
+    const request& req = st_->req;
     std::string line = "sluice::http: handler for ";
-    line.append(req_.method()).append(" ").append(req_.target()).append(" from ").append(remote_);
+    line.append(req.method()).append(" ").append(req.target()).append(" from ").append(remote_);
     try {
       std::rethrow_exception(e);
     } catch (const std::exception& ex) {
@@ -331,14 +381,9 @@ class connection final : public connection_hooks {
   server::state& srv_;
   conn_record& rec_;
   const context& ctx_;
-  request_parser parser_;
-  request req_;
-  response res_;
-  read_buffer in_;
-  std::string out_;
+  active_state* st_ = nullptr;
   std::string remote_;
-  std::size_t begin_ = 0;
-  std::size_t end_ = 0;
+  std::uint64_t served_ = 0;
   bool drained_ = true;
   bool timed_out_ = false;
   bool keep_alive_ = true;

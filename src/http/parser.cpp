@@ -30,9 +30,23 @@ const llhttp_settings_t* request_parser::settings() noexcept {
   return &s;
 }
 
-request_parser::request_parser(const parse_limits& limits) noexcept : limits_(limits) {
+request_parser::request_parser(const parse_limits& limits) noexcept { reset(limits); }
+
+void request_parser::reset(const parse_limits& limits) noexcept {
+  limits_ = limits;
   llhttp_init(&parser_, HTTP_REQUEST, settings());
   parser_.data = this;
+  req_ = nullptr;
+  field_ = nullptr;
+  stored_ = header_bytes_ = field_count_ = 0;
+  host_count_ = 0;
+  value_spans_ = 0;
+  prev_cr_ = value_ended_at_cr_ = false;
+  has_te_ = in_message_ = headers_done_ = message_done_ = false;
+  expect_continue_ = has_body_ = upgrade_ = false;
+  keep_alive_ = true;
+  error_status_ = 0;
+  error_reason_ = "";
 }
 
 int request_parser::fail(int status, const char* reason) noexcept {

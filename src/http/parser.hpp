@@ -37,6 +37,8 @@ enum class parse_event {
 class request_parser {
  public:
   explicit request_parser(const parse_limits& limits) noexcept;
+  // Starts over (between connections: the parser is pooled) with `limits`.
+  void reset(const parse_limits& limits) noexcept;
   request_parser(const request_parser&) = delete;
   request_parser& operator=(const request_parser&) = delete;
 
@@ -78,7 +80,7 @@ class request_parser {
   bool add_stored(std::size_t n) noexcept;
 
   llhttp_t parser_;
-  const parse_limits limits_;
+  parse_limits limits_;
   request* req_ = nullptr;
   headers::field* field_ = nullptr;  // the header being parsed
   // Fold detection (see on_header_value): the current feed's bounds, and how

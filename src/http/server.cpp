@@ -111,6 +111,42 @@ void append_chunk(std::string& out, std::string_view data) {
 }
 
 namespace {
+// Per-thread pool of active states: at most this many kept per thread, each
+// with at most `max_kept_capacity` of body or output storage.
+constexpr std::size_t max_pooled_states = 64;
+constexpr std::size_t max_kept_capacity = 64 * 1024;
+thread_local std::vector<std::unique_ptr<active_state>> tl_states;
+}  // namespace
+
+active_state* take_active_state(const parse_limits& limits) {
+  auto& pool = tl_states;
+  active_state* st;
+  if (!pool.empty()) {
+    st = pool.back().release();
+    pool.pop_back();
+    st->parser.reset(limits);
+  } else {
+    st = new active_state(limits);
+  }
+  st->begin = st->end = 0;
+  return st;
+}
+
+void give_active_state(active_state* st) noexcept {
+  std::unique_ptr<active_state> owned(st);
+  st->req.finish(st->req.body().capacity() > max_kept_capacity);
+  st->res.reset(st->res.body().capacity() > max_kept_capacity);
+  st->out.clear();
+  if (st->out.capacity() > max_kept_capacity) std::string().swap(st->out);
+  auto& pool = tl_states;
+  if (pool.size() >= max_pooled_states) return;
+  try {
+    pool.push_back(std::move(owned));
+  } catch (...) {
+  }
+}
+
+namespace {
 
 // A connection's task: registers, serves, deregisters.
 task<void> connection_main(std::shared_ptr<server::state> srv, net::tcp_stream stream) {

@@ -173,8 +173,10 @@ task<tcp_stream::connect_result> tcp_stream::connect(const context& ctx,
   co_return connect_result{std::move(stream), {}};
 }
 
+// The forms without a deadline forward the task itself (no coroutine frame of
+// their own: a parked connection holds one frame less).
 task<io_result> tcp_stream::read(const context& ctx, std::span<char> buffer) {
-  co_return co_await read(ctx, buffer, clock::time_point::max());
+  return read(ctx, buffer, clock::time_point::max());
 }
 
 task<io_result> tcp_stream::read(const context& ctx, std::span<char> buffer,
@@ -193,7 +195,7 @@ task<io_result> tcp_stream::read(const context& ctx, std::span<char> buffer,
 }
 
 task<io_result> tcp_stream::write(const context& ctx, std::string_view data) {
-  co_return co_await write(ctx, data, clock::time_point::max());
+  return write(ctx, data, clock::time_point::max());
 }
 
 task<io_result> tcp_stream::write(const context& ctx, std::string_view data,
@@ -215,9 +217,13 @@ task<io_result> tcp_stream::write(const context& ctx, std::string_view data,
   co_return io_result{done, {}};
 }
 
+namespace {
+task<std::error_code> closed_error() { co_return make_error_code(errc::closed); }
+}  // namespace
+
 task<std::error_code> tcp_stream::wait_readable(const context& ctx, clock::time_point deadline) {
-  if (s_ == nullptr) co_return make_error_code(errc::closed);
-  co_return co_await poll_wait(s_->pd, io_dir::read, ctx, deadline);
+  if (s_ == nullptr) return closed_error();
+  return poll_wait(s_->pd, io_dir::read, ctx, deadline);
 }
 
 void tcp_stream::cancel_on_hangup(const cancel_func& cancel) noexcept {

@@ -135,9 +135,9 @@ task<std::error_code> poll_wait(poll_desc* d, io_dir dir, const context& ctx) {
   co_return ctx.err();
 }
 
-task<std::error_code> poll_wait(poll_desc* d, io_dir dir, const context& ctx,
-                                clock::time_point deadline) {
-  if (deadline == clock::time_point::max()) co_return co_await poll_wait(d, dir, ctx);
+namespace {
+task<std::error_code> poll_wait_until(poll_desc* d, io_dir dir, const context& ctx,
+                                      clock::time_point deadline) {
   io_case io(d, dir);
   auto wait = sluice::select(io, done(ctx), at(deadline));
   wait.set_reason(wait_reason::io);
@@ -145,6 +145,14 @@ task<std::error_code> poll_wait(poll_desc* d, io_dir dir, const context& ctx,
   if (r.index() == 0) co_return r.get<0>();
   if (r.index() == 2) co_return make_error_code(errc::deadline_exceeded);
   co_return ctx.err();
+}
+}  // namespace
+
+task<std::error_code> poll_wait(poll_desc* d, io_dir dir, const context& ctx,
+                                clock::time_point deadline) {
+  // Not a coroutine: hands out the task of the form that fits.
+  if (deadline == clock::time_point::max()) return poll_wait(d, dir, ctx);
+  return poll_wait_until(d, dir, ctx, deadline);
 }
 
 void poll_watch_hangup(poll_desc* d, context_node* ctx_node) noexcept {
