@@ -24,6 +24,7 @@
 #include <sluice/task.hpp>
 
 #include <cstddef>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -67,6 +68,14 @@ class tcp_stream {
   // (bytes already moved are reported). Go: SetReadDeadline / SetWriteDeadline.
   task<io_result> read(const context& ctx, std::span<char> buffer, clock::time_point deadline);
   task<io_result> write(const context& ctx, std::string_view data, clock::time_point deadline);
+
+  // One non-blocking attempt each, for callers that want to skip a task when
+  // the kernel is ready (a read that finds data, a write that fits in the
+  // socket buffer). try_read: nullopt if nothing is there yet. try_write: the
+  // bytes taken (maybe fewer than data.size() when the buffer is full; then
+  // call write() for the rest). Go: no equivalent (the runtime does this).
+  std::optional<io_result> try_read(std::span<char> buffer) noexcept;
+  io_result try_write(std::string_view data) noexcept;
 
   // Waits until the socket may be readable (a read may still find nothing:
   // callers read and wait again), without holding a buffer meanwhile. The

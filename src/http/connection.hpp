@@ -55,19 +55,56 @@ bool bodyless(int status, bool head) noexcept;
 // "<hex>\r\n<data>\r\n"
 void append_chunk(std::string& out, std::string_view data);
 
+// An awaitable that is either a value already there or a task to run: the
+// hot path (the kernel had the bytes, the socket buffer took the answer)
+// completes without a coroutine frame.
+template <class T>
+class ready_or {
+ public:
+  ready_or(T v) : value_(std::move(v)) {}  // NOLINT: implicit on purpose
+  ready_or(task<T> t) : task_(std::move(t)) {}  // NOLINT
+  bool await_ready() const noexcept { return !task_.valid(); }
+  std::coroutine_handle<> await_suspend(std::coroutine_handle<> parent) noexcept {
+    return typename task<T>::awaiter(task_.handle()).await_suspend(parent);
+  }
+  T await_resume() {
+    if (!task_.valid()) return std::move(*value_);
+    return typename task<T>::awaiter(task_.handle()).await_resume();
+  }
+
+ private:
+  std::optional<T> value_;
+  task<T> task_;
+};
+
 template <class T>
 concept http_transport = requires(T& t, const context& c, std::span<char> b, std::string_view d,
                                   clock::time_point dl, const cancel_func& cf) {
   { t.read(c, b, dl) } -> std::same_as<task<net::io_result>>;
   { t.write(c, d, dl) } -> std::same_as<task<net::io_result>>;
   { t.wait_readable(c, dl) } -> std::same_as<task<std::error_code>>;
+  { t.try_read(b) } -> std::same_as<std::optional<net::io_result>>;
+  { t.try_write(d) } -> std::same_as<net::io_result>;
   t.cancel_on_hangup(cf);
   t.shutdown_write();
 };
 
-inline clock::time_point deadline_in(clock::duration d) noexcept {
-  return d > clock::duration::zero() ? sluice::detail::deadline_after(d) : clock::time_point::max();
+// The monotonic clock at kernel-tick resolution (a few ms): a memory read
+// instead of a hardware counter read. Same epoch as sluice::clock (both are
+// CLOCK_MONOTONIC). Connection deadlines are seconds long and requests stamp
+// their arrival with it, so the request path reads the precise clock only
+// when it really waits.
+inline clock::time_point coarse_now() noexcept {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return clock::time_point(std::chrono::duration_cast<clock::duration>(
+      std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec)));
 }
+
+inline clock::time_point deadline_in(clock::duration d, clock::time_point now) noexcept {
+  return d > clock::duration::zero() ? sluice::detail::saturating_add(now, d) : clock::time_point::max();
+}
+inline clock::time_point deadline_in(clock::duration d) noexcept { return deadline_in(d, coarse_now()); }
 
 // What a request needs while the connection is active; pooled per thread
 // (bounded) while connections are idle. It never holds connection data when
@@ -140,19 +177,32 @@ class connection final : public connection_hooks {
   }
 
  private:
-  // Writes and empties the output buffer; an error means the connection is done.
-  task<std::error_code> write_out() {
+  // Writes and empties the output buffer; an error means the connection is
+  // done. The first attempt is a plain call: usually the socket buffer takes
+  // it all and no task frame is made.
+  ready_or<std::error_code> write_out() {
     std::string& out = st_->out;
-    if (out.empty()) co_return std::error_code();
-    const auto r = co_await io_.write(ctx_, out, deadline_in(srv_.opts.write_timeout));
+    if (out.empty()) return std::error_code();
+    const net::io_result first = io_.try_write(out);
+    if (first.error || first.bytes == out.size()) {
+      out.clear();
+      return first.error;
+    }
+    return write_rest(first.bytes);
+  }
+  task<std::error_code> write_rest(std::size_t from) {
+    std::string& out = st_->out;
+    const auto r = co_await io_.write(ctx_, std::string_view(out).substr(from),
+                                      deadline_in(srv_.opts.write_timeout));
     out.clear();
     if (r.error == errc::deadline_exceeded) srv_.timeouts.fetch_add(1, std::memory_order_relaxed);
     co_return r.error;
   }
 
   // Reads more input after what is buffered (compacting first). false: end
-  // of stream, error or deadline (the connection is done).
-  task<bool> fill(clock::time_point deadline) {
+  // of stream, error or deadline (the connection is done). A read that finds
+  // bytes at once makes no task frame.
+  ready_or<bool> fill(clock::time_point deadline) {
     active_state& st = *st_;
     if (st.begin == st.end) st.begin = st.end = 0;
     if (st.end == read_buffer::size) {
@@ -163,19 +213,26 @@ class connection final : public connection_hooks {
       st.end -= st.begin;
       st.begin = 0;
     }
-    const std::size_t want = read_buffer::size - st.end;
-    const auto r = co_await io_.read(ctx_, std::span<char>(st.in.data() + st.end, want), deadline);
+    const std::span<char> into(st.in.data() + st.end, read_buffer::size - st.end);
+    if (std::optional<net::io_result> now = io_.try_read(into)) return took(*now, into.size());
+    return fill_wait(into, deadline);
+  }
+  task<bool> fill_wait(std::span<char> into, clock::time_point deadline) {
+    const net::io_result r = co_await io_.read(ctx_, into, deadline);
+    co_return took(r, into.size());
+  }
+  bool took(const net::io_result& r, std::size_t wanted) {
     if (r.error) {
       if (r.error == errc::deadline_exceeded) {
         srv_.timeouts.fetch_add(1, std::memory_order_relaxed);
         timed_out_ = true;
       }
-      co_return false;
+      return false;
     }
-    if (r.bytes == 0) co_return false;
-    st.end += r.bytes;
-    drained_ = r.bytes < want;
-    co_return true;
+    if (r.bytes == 0) return false;
+    st_->end += r.bytes;
+    drained_ = r.bytes < wanted;
+    return true;
   }
 
   // Waits for the next request (holding no active state). false: close.
@@ -238,8 +295,10 @@ class connection final : public connection_hooks {
         // and edge-triggered readiness will not say so again.
         if (drained_) co_return after_active::idle;
       }
-      const auto header_deadline = deadline_in(srv_.opts.read_header_timeout);
-      const auto body_deadline = deadline_in(srv_.opts.read_timeout);
+      const auto start = coarse_now();
+      const auto header_deadline = deadline_in(srv_.opts.read_header_timeout, start);
+      const auto body_deadline = deadline_in(srv_.opts.read_timeout, start);
+      req.set_received_at(start);
       parser.bind(&req);
 
       // ---- headers, then body

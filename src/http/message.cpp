@@ -154,13 +154,23 @@ std::optional<std::string> request::query_value(std::string_view key) const {
   return std::nullopt;
 }
 
-std::string_view request::remote_ip() const noexcept {
-  std::string_view a = remote_;
+void request::set_remote_address(std::string_view a) {
+  remote_.assign(a);
+  // "ip:port" or "[v6]:port"; anything else is all IP.
+  std::size_t begin = 0;
+  std::size_t len = a.size();
   const std::size_t colon = a.rfind(':');
-  if (colon == std::string_view::npos) return a;
-  a = a.substr(0, colon);
-  if (a.size() >= 2 && a.front() == '[' && a.back() == ']') a = a.substr(1, a.size() - 2);
-  return a;
+  if (colon != std::string_view::npos && a.find(':') == colon) {
+    len = colon;
+  } else if (!a.empty() && a.front() == '[') {
+    const std::size_t close = a.find(']');
+    if (close != std::string_view::npos) {
+      begin = 1;
+      len = close - 1;
+    }
+  }
+  ip_begin_ = begin;
+  ip_len_ = len;
 }
 
 std::string_view request::path_value(std::string_view name) const noexcept {

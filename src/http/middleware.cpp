@@ -277,6 +277,21 @@ client_rate_limiter::client_rate_limiter(rate_limit_options o)
   }
 }
 
+std::size_t client_rate_limiter::key_hash::operator()(const std::string& s) const noexcept {
+  std::uint64_t h = 0x9e3779b97f4a7c15ull ^ s.size();
+  std::size_t i = 0;
+  for (; i + 8 <= s.size(); i += 8) {
+    std::uint64_t w;
+    std::memcpy(&w, s.data() + i, 8);
+    h = (h ^ w) * 0xff51afd7ed558ccdull;
+    h ^= h >> 32;
+  }
+  std::uint64_t tail = 0;
+  std::memcpy(&tail, s.data() + i, s.size() - i);
+  h = (h ^ tail) * 0xc4ceb9fe1a85ec53ull;
+  return static_cast<std::size_t>(h ^ (h >> 29));
+}
+
 bool client_rate_limiter::trusted(std::string_view ip) const noexcept {
   for (const auto& c : proxies_) {
     if (c->contains(ip)) return true;
@@ -315,7 +330,9 @@ std::string client_rate_limiter::key_of(const request& req) const {
 
 rate::verdict client_rate_limiter::check(const request& req, clock::time_point now) {
   const rate::verdict v = limiter_.check_n(key_of(req), now, 1);
-  (v.allowed ? allowed_ : rejected_).fetch_add(1, std::memory_order_relaxed);
+  // Only rejections are counted here: a counter every allowed request
+  // increments would be one cache line bounced between all cores.
+  if (!v.allowed) rejected_.fetch_add(1, std::memory_order_relaxed);
   return v;
 }
 
@@ -323,20 +340,33 @@ middleware rate_limit(rate_limit_options o) {
   return rate_limit(std::make_shared<client_rate_limiter>(std::move(o)));
 }
 
+namespace {
+task<void> answered() { co_return; }
+
+task<void> add_rate_headers_after(handler& next, request& req, response& res,
+                                  const rate_limit_options& o, rate::verdict v) {
+  co_await next(req, res);
+  if (!res.headers_sent()) set_rate_headers(res, o, v);
+}
+}  // namespace
+
 middleware rate_limit(std::shared_ptr<client_rate_limiter> limiter) {
   if (!limiter) throw std::invalid_argument("sluice::http::rate_limit: null limiter");
   return [limiter](handler next) -> handler {
-    return [limiter, next](request& req, response& res) -> task<void> {
-      const rate::verdict v = limiter->check(req, clock::now());
+    // Not a coroutine: an allowed request runs the next handler's task
+    // itself (no frame of our own); a rejected one gets a finished task.
+    return [limiter, next](request& req, response& res) mutable -> task<void> {
+      const clock::time_point t = req.received_at();
+      const rate::verdict v = limiter->check(req, t == clock::time_point{} ? clock::now() : t);
       const rate_limit_options& o = limiter->options();
       if (!v.allowed) {
         res.header().set("Retry-After", number(std::max<long long>(1, ceil_seconds(v.retry_after))));
         set_rate_headers(res, o, v);
         res.error(429, "too many requests");
-        co_return;
+        return answered();
       }
-      co_await next(req, res);
-      if (o.headers_on_success && !res.headers_sent()) set_rate_headers(res, o, v);
+      if (o.headers_on_success) return add_rate_headers_after(next, req, res, o, v);
+      return next(req, res);
     };
   };
 }

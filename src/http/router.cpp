@@ -81,6 +81,23 @@ std::vector<std::string_view> split(std::string_view path) {
   return out;
 }
 
+// Whether path.Clean would leave the path as it is: no empty segment but a
+// trailing one, no "." or ".." segment. One pass.
+bool is_clean(std::string_view p) noexcept {
+  std::size_t i = 1;  // p[0] == '/'
+  while (i <= p.size()) {
+    std::size_t j = i;
+    while (j < p.size() && p[j] != '/') ++j;
+    const std::size_t len = j - i;
+    const bool last = j >= p.size();
+    if (len == 0 && !last) return false;  // "//"
+    if (len == 1 && p[i] == '.') return false;
+    if (len == 2 && p[i] == '.' && p[i + 1] == '.') return false;
+    i = j + 1;
+  }
+  return true;
+}
+
 // Go's path.Clean for an absolute path, keeping a trailing slash.
 std::string clean_path(std::string_view p) {
   std::vector<std::string_view> parts;
@@ -104,33 +121,92 @@ std::string clean_path(std::string_view p) {
   return out;
 }
 
-struct match_state {
-  std::string_view method;
-  const std::vector<std::string>* segs;
-  const endpoint* found = nullptr;
-  const handler* h = nullptr;
-  std::vector<std::string> values;  // wildcard values along the way
-  std::vector<std::string> result_values;
-  bool path_matched = false;
-  std::vector<std::string> allow;
+// The request path split into percent-decoded segments. Matching runs on a
+// per-thread scratch copy (it never suspends), so routing a request
+// allocates nothing once the scratch is warm; a segment without escapes is a
+// view into the request's own path.
+struct decoded_path {
+  std::string_view raw;
+  std::vector<std::string_view> segs;
+  std::vector<bool> decoded_from;           // decoded_from[i]: some segment >= i was decoded
+  std::vector<bool> flags;                  // flags[i]: segment i was decoded
+  std::vector<std::unique_ptr<std::string>> storage;  // decoded segments and joined rests
+  std::size_t used = 0;                     // storage[0, used) belong to this path
+
+  std::string& scratch() {
+    if (used == storage.size()) storage.push_back(std::make_unique<std::string>());
+    std::string& s = *storage[used++];
+    s.clear();
+    return s;
+  }
+  // false: a malformed escape.
+  bool assign(std::string_view path) {
+    raw = path;
+    segs.clear();
+    used = 0;
+    bool any = false;
+    flags.clear();
+    std::string_view rest = path.substr(1);  // "/a/b" -> "a/b"
+    for (;;) {
+      const std::size_t slash = rest.find('/');
+      const std::string_view seg = rest.substr(0, slash);
+      if (seg.find('%') == std::string_view::npos) {
+        segs.push_back(seg);
+        flags.push_back(false);
+      } else {
+        auto d = percent_decode(seg);
+        if (!d) return false;
+        std::string& s = scratch();
+        s = std::move(*d);
+        segs.push_back(s);
+        flags.push_back(true);
+        any = true;
+      }
+      if (slash == std::string_view::npos) break;
+      rest.remove_prefix(slash + 1);
+    }
+    decoded_from.assign(segs.size() + 1, false);
+    if (any) {
+      for (std::size_t i = segs.size(); i-- > 0;) decoded_from[i] = flags[i] || decoded_from[i + 1];
+    }
+    return true;
+  }
+  // The rest of the path from segment i, decoded.
+  std::string_view rest_from(std::size_t i) {
+    if (i >= segs.size()) return {};
+    if (!decoded_from[i]) return raw.substr(static_cast<std::size_t>(segs[i].data() - raw.data()));
+    std::string& s = scratch();
+    for (std::size_t k = i; k < segs.size(); ++k) {
+      if (k > i) s.push_back('/');
+      s.append(segs[k]);
+    }
+    return s;
+  }
 };
 
-std::string join_from(const std::vector<std::string>& segs, std::size_t i) {
-  std::string out;
-  for (std::size_t k = i; k < segs.size(); ++k) {
-    if (k > i) out.push_back('/');
-    out.append(segs[k]);
+struct match_state {
+  std::string_view method;
+  decoded_path* path = nullptr;
+  const endpoint* found = nullptr;
+  std::vector<std::string_view> values;  // wildcard values along the way
+  bool path_matched = false;
+  std::vector<std::string> allow;
+
+  void reset(std::string_view m, decoded_path* p) {
+    method = m;
+    path = p;
+    found = nullptr;
+    values.clear();
+    path_matched = false;
+    allow.clear();
   }
-  return out;
-}
+};
 
 bool consider(match_state& st, const std::vector<std::unique_ptr<endpoint>>& list) {
   if (list.empty()) return false;
   st.path_matched = true;
   if (const endpoint* ep = pick(list, st.method)) {
     st.found = ep;
-    st.h = &ep->h;
-    st.result_values = st.values;
     return true;
   }
   for (const auto& e : list) {
@@ -140,8 +216,9 @@ bool consider(match_state& st, const std::vector<std::unique_ptr<endpoint>>& lis
   return false;
 }
 
+// On success st.values holds the found endpoint's wildcard values.
 bool search(const node& n, std::size_t i, match_state& st) {
-  const auto& segs = *st.segs;
+  const auto& segs = st.path->segs;
   if (i == segs.size()) return consider(st, n.exact);
   if (const node* lit = n.literal(segs[i])) {
     if (search(*lit, i + 1, st)) return true;
@@ -152,21 +229,27 @@ bool search(const node& n, std::size_t i, match_state& st) {
     st.values.pop_back();
   }
   if (!n.rest.empty()) {
-    st.values.push_back(join_from(segs, i));
+    st.values.push_back(st.path->rest_from(i));
     if (consider(st, n.rest)) return true;
     st.values.pop_back();
   }
   return false;
 }
 
+struct match_scratch {
+  decoded_path path;
+  match_state state;
+};
+thread_local match_scratch tl_scratch;
+
 }  // namespace
 
 struct router::impl {
   node root;
   // For the "/a" -> "/a/" redirect: is there a subtree pattern at this path?
-  bool has_subtree(const std::vector<std::string>& segs) const {
+  bool has_subtree(const std::vector<std::string_view>& segs) const {
     const node* n = &root;
-    for (const auto& s : segs) {
+    for (std::string_view s : segs) {
       n = n->literal(s);
       if (n == nullptr) return false;
     }
@@ -259,18 +342,12 @@ router& router::handle(std::string_view pattern, handler h) {
 
 router::match_result router::match(std::string_view method, std::string_view path) const {
   if (path.empty() || path.front() != '/') return {};
-  std::vector<std::string> segs;
-  for (std::string_view s : split(path)) {
-    auto d = percent_decode(s);
-    if (!d) return {};
-    segs.push_back(std::move(*d));
-  }
-  match_state st;
-  st.method = method;
-  st.segs = &segs;
-  search(impl_->root, 0, st);
-  if (st.h == nullptr) return {};
-  return {st.h, st.found->pattern};
+  match_scratch& sc = tl_scratch;
+  if (!sc.path.assign(path)) return {};
+  sc.state.reset(method, &sc.path);
+  search(impl_->root, 0, sc.state);
+  if (sc.state.found == nullptr) return {};
+  return {&sc.state.found->h, sc.state.found->pattern};
 }
 
 task<void> router::operator()(request& req, response& res) const {
@@ -280,31 +357,24 @@ task<void> router::operator()(request& req, response& res) const {
     res.error(400, "bad request target");
     co_return;
   }
-  const bool is_clean = path.find("//") == std::string_view::npos &&
-                        path.find("/./") == std::string_view::npos &&
-                        path.find("/../") == std::string_view::npos && !path.ends_with("/.") &&
-                        !path.ends_with("/..");
-  if (!is_clean) {
+  if (!is_clean(path)) {
     std::string to = clean_path(path);
     if (!req.raw_query().empty()) to.append("?").append(req.raw_query());
     res.header().set("Location", to);
     res.error(301, "moved permanently");
     co_return;
   }
-  std::vector<std::string> segs;
-  for (std::string_view s : split(path)) {
-    auto d = percent_decode(s);
-    if (!d) {
-      res.error(400, "malformed percent-escape in path");
-      co_return;
-    }
-    segs.push_back(std::move(*d));
+  // Matching does not suspend: the per-thread scratch is ours until the
+  // handler is called, and what the handler needs is copied out first.
+  match_scratch& sc = tl_scratch;
+  if (!sc.path.assign(path)) {
+    res.error(400, "malformed percent-escape in path");
+    co_return;
   }
-  match_state st;
-  st.method = req.method();
-  st.segs = &segs;
+  match_state& st = sc.state;
+  st.reset(req.method(), &sc.path);
   search(impl_->root, 0, st);
-  if (st.h == nullptr) {
+  if (st.found == nullptr) {
     if (st.path_matched && !st.allow.empty()) {
       std::sort(st.allow.begin(), st.allow.end());
       st.allow.erase(std::unique(st.allow.begin(), st.allow.end()), st.allow.end());
@@ -317,6 +387,7 @@ task<void> router::operator()(request& req, response& res) const {
       res.error(405, "method not allowed");
       co_return;
     }
+    const auto& segs = sc.path.segs;
     if (!segs.empty() && !segs.back().empty() && impl_->has_subtree(segs)) {
       std::string to(path);
       to.push_back('/');
@@ -328,14 +399,17 @@ task<void> router::operator()(request& req, response& res) const {
     res.error(404, "not found");
     co_return;
   }
-  std::vector<std::pair<std::string_view, std::string>> values;
-  values.reserve(st.found->names.size());
-  for (std::size_t k = 0; k < st.found->names.size() && k < st.result_values.size(); ++k) {
-    if (!st.found->names[k].empty()) values.emplace_back(st.found->names[k], std::move(st.result_values[k]));
+  const endpoint& ep = *st.found;
+  if (!ep.names.empty()) {
+    std::vector<std::pair<std::string_view, std::string>> values;
+    values.reserve(ep.names.size());
+    for (std::size_t k = 0; k < ep.names.size() && k < st.values.size(); ++k) {
+      if (!ep.names[k].empty()) values.emplace_back(ep.names[k], std::string(st.values[k]));
+    }
+    req.set_path_values(std::move(values));
   }
-  req.set_path_values(std::move(values));
-  req.set_pattern(st.found->pattern);
-  co_await (*st.h)(req, res);
+  req.set_pattern(ep.pattern);
+  co_await ep.h(req, res);
 }
 
 }  // namespace sluice::http

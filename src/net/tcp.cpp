@@ -231,6 +231,34 @@ void tcp_stream::cancel_on_hangup(const cancel_func& cancel) noexcept {
   sluice::detail::poll_watch_hangup(s_->pd, cancel.node());
 }
 
+std::optional<io_result> tcp_stream::try_read(std::span<char> buffer) noexcept {
+  if (s_ == nullptr) return io_result{0, make_error_code(errc::closed)};
+  if (buffer.empty()) return io_result{};
+  for (;;) {
+    const ssize_t n = ::recv(s_->fd, buffer.data(), buffer.size(), 0);
+    if (n >= 0) return io_result{static_cast<std::size_t>(n), {}};
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return std::nullopt;
+    return io_result{0, detail_net::last_error()};
+  }
+}
+
+io_result tcp_stream::try_write(std::string_view data) noexcept {
+  if (s_ == nullptr) return io_result{0, make_error_code(errc::closed)};
+  std::size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t n = ::send(s_->fd, data.data() + done, data.size() - done, MSG_NOSIGNAL);
+    if (n >= 0) {
+      done += static_cast<std::size_t>(n);
+      continue;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+    return io_result{done, detail_net::last_error()};
+  }
+  return io_result{done, {}};
+}
+
 std::error_code tcp_stream::shutdown_write() noexcept {
   if (s_ == nullptr) return make_error_code(errc::closed);
   if (::shutdown(s_->fd, SHUT_WR) != 0) return detail_net::last_error();

@@ -14,6 +14,7 @@
 // what is buffered go out at once and the rest of the body is sent chunked.
 #pragma once
 
+#include <sluice/clock.hpp>
 #include <sluice/context.hpp>
 #include <sluice/task.hpp>
 
@@ -127,7 +128,9 @@ class request {
   // "ip:port" of the client (of the proxy, if there is one). Go: r.RemoteAddr.
   std::string_view remote_address() const noexcept { return remote_; }
   // The IP part of remote_address() (without brackets for IPv6).
-  std::string_view remote_ip() const noexcept;
+  std::string_view remote_ip() const noexcept {
+    return std::string_view(remote_).substr(ip_begin_, ip_len_);
+  }
 
   // The value the router matched for wildcard `{name}` or `{name...}`; empty
   // if the pattern has no such wildcard. Go: r.PathValue(name).
@@ -135,6 +138,11 @@ class request {
   // The pattern that matched ("GET /v1/events/{id}"); empty before routing or
   // when nothing matched. Go: r.Pattern (Go 1.23).
   std::string_view pattern() const noexcept { return pattern_; }
+
+  // When the server started reading this request (a coarse clock reading,
+  // within a few milliseconds; clock::time_point{} for a hand-made request).
+  // The rate limiter decides with it, so a request costs no extra clock read.
+  clock::time_point received_at() const noexcept { return received_at_; }
 
   // The request's context: cancelled when the client goes away (hangs up or
   // resets), when the server is forced to stop, or when the handler returns;
@@ -152,7 +160,8 @@ class request {
     major_ = major;
     minor_ = minor;
   }
-  void set_remote_address(std::string_view a) { remote_.assign(a); }
+  void set_remote_address(std::string_view a);
+  void set_received_at(clock::time_point t) noexcept { received_at_ = t; }
   void set_pattern(std::string_view p) { pattern_.assign(p); }
   void set_path_values(std::vector<std::pair<std::string_view, std::string>> v) {
     path_values_ = std::move(v);
@@ -173,6 +182,9 @@ class request {
   http::headers headers_;
   std::string body_;
   std::string remote_;
+  std::size_t ip_begin_ = 0;  // remote_ip() within remote_
+  std::size_t ip_len_ = 0;
+  clock::time_point received_at_{};
   std::string pattern_;
   std::vector<std::pair<std::string_view, std::string>> path_values_;
   connection_hooks* hooks_ = nullptr;

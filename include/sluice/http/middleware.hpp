@@ -105,17 +105,22 @@ class client_rate_limiter {
   rate::verdict check(const request& req, clock::time_point now);
   const rate_limit_options& options() const noexcept { return opts_; }
   rate::keyed_limiter_stats stats() const noexcept { return limiter_.stats(); }
+  // Requests answered 429 so far.
   std::uint64_t rejected() const noexcept { return rejected_.load(std::memory_order_relaxed); }
-  std::uint64_t allowed() const noexcept { return allowed_.load(std::memory_order_relaxed); }
 
   struct cidr;
 
  private:
+  // Client keys are short (an IP, an API key): a hash of 8-byte words is
+  // enough (keyed_limiter mixes the bits again) and cheaper than std::hash.
+  struct key_hash {
+    std::size_t operator()(const std::string& s) const noexcept;
+  };
   bool trusted(std::string_view ip) const noexcept;
   rate_limit_options opts_;
   std::vector<std::shared_ptr<const cidr>> proxies_;
-  rate::keyed_limiter<std::string> limiter_;
-  std::atomic<std::uint64_t> rejected_{0}, allowed_{0};
+  rate::keyed_limiter<std::string, key_hash> limiter_;
+  std::atomic<std::uint64_t> rejected_{0};
 };
 
 // Per-client token buckets: over the limit is 429 with Retry-After (whole
