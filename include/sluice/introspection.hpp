@@ -22,4 +22,20 @@ void dump_tasks(std::ostream& out);
 // Snapshot of every live task of the current runtime (empty outside one).
 std::vector<task_info> list_tasks();
 
+// Gauges of the current runtime, for monitoring (the /metrics handler).
+// Each figure is read without stopping the workers, so the snapshot is not
+// one instant; every figure is exact for its own. Go: runtime.NumGoroutine,
+// runtime/metrics /sched/*.
+struct runtime_stats {
+  std::size_t tasks = 0;                  // live tasks
+  unsigned workers = 0;                   // worker threads
+  unsigned idle_workers = 0;              // parked (no work)
+  unsigned spinning_workers = 0;          // looking for work
+  std::size_t global_queue = 0;           // runnable tasks in the global queue
+  std::vector<std::size_t> local_queues;  // runnable tasks per worker's own queue
+  std::size_t io_registrations = 0;       // sockets registered with the netpoller
+};
+// All zero outside a runtime.
+runtime_stats current_runtime_stats();
+
 }  // namespace sluice

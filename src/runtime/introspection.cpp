@@ -87,3 +87,13 @@ task<std::vector<task_info>> leak_check::verify(clock::duration grace) const {
 
 }  // namespace testing
 }  // namespace sluice
+
+namespace sluice {
+
+runtime_stats current_runtime_stats() {
+  runtime_stats st;
+  if (detail::scheduler* s = detail::current_scheduler()) s->fill_stats(st);
+  return st;
+}
+
+}  // namespace sluice

@@ -309,6 +309,25 @@ task_record* scheduler::steal_work(worker* w) {
   return nullptr;
 }
 
+void scheduler::fill_stats(runtime_stats& out) const {
+  out.tasks = registry_.count();
+  out.workers = static_cast<unsigned>(workers_.size());
+  const int idle = npidle_.load(std::memory_order_relaxed);
+  const int spinning = nmspinning_.load(std::memory_order_relaxed);
+  out.idle_workers = static_cast<unsigned>(idle < 0 ? 0 : idle);
+  out.spinning_workers = static_cast<unsigned>(spinning < 0 ? 0 : spinning);
+  out.global_queue = global_.size();
+  out.local_queues.clear();
+  for (const auto& w : workers_) {
+    // head and tail are two loads: a steal between them can make the
+    // difference wrap; such a reading is dropped as 0.
+    const std::uint32_t n = w->local.size();
+    out.local_queues.push_back(n > (1u << 20) ? 0 : n);
+  }
+  const long io = io_waiters_.load(std::memory_order_relaxed);
+  out.io_registrations = static_cast<std::size_t>(io < 0 ? 0 : io);
+}
+
 bool scheduler::netpoll(worker* w, int timeout_ms) {
   epoll_event events[128];
   const int n = epoll_wait(epfd_, events, 128, timeout_ms);

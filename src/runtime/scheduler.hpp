@@ -26,6 +26,7 @@
 
 #include <sluice/detail/task_record.hpp>
 #include <sluice/detail/timer.hpp>
+#include <sluice/introspection.hpp>
 #include <sluice/runtime.hpp>
 
 #include <atomic>
@@ -119,6 +120,10 @@ class scheduler {
   registry& tasks() noexcept { return registry_; }
   const runtime_options& options() const noexcept { return opts_; }
   unsigned worker_count() const noexcept { return static_cast<unsigned>(workers_.size()); }
+
+  // A snapshot for introspection (runtime_stats); every figure is read
+  // without locks, so each is exact only for its own instant.
+  void fill_stats(runtime_stats& out) const;
 
   // Netpoller plumbing (used by net/).
   int epoll_fd() const noexcept { return epfd_; }
