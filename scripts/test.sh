@@ -35,6 +35,22 @@ for preset in $PRESETS; do
   ctest --preset "$preset"
 done
 
+# The HTTP connection's parse-and-dispatch path under libFuzzer (+ASan/UBSan)
+# for a bounded time; any crash, leak or sanitizer report fails the run.
+FUZZ_SECONDS=${FUZZ_SECONDS:-60}
+if ((FUZZ_SECONDS > 0)); then
+  stage "fuzz: build"
+  cmake --preset fuzz
+  cmake --build --preset fuzz
+  stage "fuzz: run ${FUZZ_SECONDS}s"
+  corpus=$root/build/fuzz/corpus-http
+  mkdir -p "$corpus"
+  cp -n fuzz/corpus/http/* "$corpus"/
+  build/fuzz/bin/sluice-fuzz-http -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 \
+    -print_final_stats=1 "$corpus" 2>&1 | tail -n 15
+  test "${PIPESTATUS[0]}" -eq 0
+fi
+
 if [[ -f $contract ]]; then
   # shellcheck disable=SC2086 # CONTRACT_PARTS is a space-separated list
   {
