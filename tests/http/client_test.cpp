@@ -177,6 +177,9 @@ TEST(HttpClient, SendsHostUserAgentAndContentLength) {
       auto r = co_await c.send(bg(), std::move(req));
       EXPECT_TRUE(r.ok()) << r.error_message;
       EXPECT_EQ(r.response.body, "PUT\n/put\nvirtual.example\ntester/1\n3\n-\nabc");
+      http::client_request del{.method = "DELETE", .url = url_of(ts, "/d")};
+      auto d = co_await c.send(bg(), std::move(del));
+      EXPECT_EQ(d.response.body, "DELETE\n/d\n" + ts.address + "\nsluice\n-\n-\n");
       EXPECT_EQ(c.stats().connections_dialed, 1u);
     }
     EXPECT_FALSE(co_await ts.stop());

@@ -299,7 +299,10 @@ class client {
   // The connection returns to the pool only if the response was read whole,
   // neither side asked to close, and nothing followed the response.
   // Coroutine parameters are taken by value, so a task made now and awaited
-  // later does not dangle. Go: client.Do(req).
+  // later does not dangle. g++ 12: give the request a name first
+  // (`client_request req{...}; co_await c.send(ctx, std::move(req));`); a
+  // braced temporary written inside the co_await expression is destroyed
+  // twice by that compiler (GCC PR 100611). Go: client.Do(req).
   task<client_result> send(context ctx, client_request req);
 
   // A GET of `url`. Go: client.Get (with a context: NewRequestWithContext).
