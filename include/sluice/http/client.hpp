@@ -255,7 +255,7 @@ struct client_result {
 
 // Counters (monotonic) and gauges of a client. Go: none.
 struct client_stats {
-  std::uint64_t requests = 0;            // send() calls that reached the pool
+  std::uint64_t requests = 0;            // send() calls past the argument checks
   std::uint64_t failed = 0;              // ...that ended with an error
   std::uint64_t connections_dialed = 0;  // successful dials
   std::uint64_t connections_reused = 0;  // requests sent on a pooled connection
