@@ -92,7 +92,12 @@ poll_desc* poll_open(int fd) {
   d->ready[0] = d->ready[1] = false;
   d->hangup = false;
   d->hangup_watch = nullptr;
-  d->on_ready = &on_ready;
+  // Set once, on the desc's first use: a recycled desc may still get a stale
+  // event for its previous fd, and netpoll reads on_ready without d->mu, so
+  // writing it again (even the same value) would race with that read. A new
+  // desc has never been registered with epoll, so nobody reads it yet; the
+  // epoll_ctl below publishes the write to the workers' epoll_wait.
+  if (d->on_ready == nullptr) d->on_ready = &on_ready;
   d->mu.unlock();
   epoll_event ev{};
   ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
