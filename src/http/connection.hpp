@@ -202,7 +202,11 @@ class connection final : public connection_hooks {
   // Reads more input after what is buffered (compacting first). false: end
   // of stream, error or deadline (the connection is done). A read that finds
   // bytes at once makes no task frame.
-  ready_or<bool> fill(clock::time_point deadline) {
+  // With `may_idle` (no byte of a request is buffered yet), finding nothing
+  // is not waited for here: it returns false with nothing_yet_ set, and the
+  // connection goes back to its idle wait, giving its buffers back. (A
+  // readiness flag can be stale: set by bytes a read already took.)
+  ready_or<bool> fill(clock::time_point deadline, bool may_idle = false) {
     active_state& st = *st_;
     if (st.begin == st.end) st.begin = st.end = 0;
     if (st.end == read_buffer::size) {
@@ -215,6 +219,10 @@ class connection final : public connection_hooks {
     }
     const std::span<char> into(st.in.data() + st.end, read_buffer::size - st.end);
     if (std::optional<net::io_result> now = io_.try_read(into)) return took(*now, into.size());
+    if (may_idle) {
+      nothing_yet_ = true;
+      return false;
+    }
     return fill_wait(into, deadline);
   }
   task<bool> fill_wait(std::span<char> into, clock::time_point deadline) {
@@ -313,9 +321,12 @@ class connection final : public connection_hooks {
             continue_sent = true;
             if (co_await write_out()) co_return after_active::close;
           }
+          const bool at_start = !parser.in_message() && !parser.headers_done();
           const bool more = co_await fill(parser.headers_done()
                                               ? body_deadline
-                                              : std::min(header_deadline, body_deadline));
+                                              : std::min(header_deadline, body_deadline),
+                                          at_start);
+          if (!more && std::exchange(nothing_yet_, false)) co_return after_active::idle;
           if (!more) {
             // Mid-request: answer 408 after a timeout (Go closes silently on
             // a read timeout; an answer tells a slow client why).
@@ -445,6 +456,7 @@ class connection final : public connection_hooks {
   std::uint64_t served_ = 0;
   bool drained_ = true;
   bool timed_out_ = false;
+  bool nothing_yet_ = false;
   bool keep_alive_ = true;
   bool closing_ = false;
   bool head_ = false;

@@ -362,7 +362,8 @@ middleware rate_limit(std::shared_ptr<client_rate_limiter> limiter) {
       if (!v.allowed) {
         res.header().set("Retry-After", number(std::max<long long>(1, ceil_seconds(v.retry_after))));
         set_rate_headers(res, o, v);
-        res.error(429, "too many requests");
+        // Short and plain: under attack, rejecting must stay cheaper than serving.
+        res.send(429, "too many requests\n", "text/plain");
         return answered();
       }
       if (o.headers_on_success) return add_rate_headers_after(next, req, res, o, v);

@@ -11,6 +11,7 @@
 
 #include <cerrno>
 #include <charconv>
+#include <cstring>
 #include <cstdio>
 #include <ctime>
 #include <iostream>
@@ -67,32 +68,68 @@ bool bodyless(int status, bool head) noexcept {
   return head || (status >= 100 && status < 200) || status == 204 || status == 304;
 }
 
+// One resize for the whole head, then plain copies: a response head is
+// written for every request, and string appends (a capacity check each) were
+// most of its cost.
 void write_head(std::string& out, const response& res, long long body_length, bool keep_alive,
                 int request_minor) {
-  append_status_line(out, res.status());
+  const int status = res.status();
+  const std::string_view reason = reason_phrase(status).empty() ? std::string_view("Status")
+                                                                : reason_phrase(status);
+  const std::string_view date = http_date();
   bool has_date = false;
+  std::size_t need = 9 + 3 + 1 + reason.size() + 2;  // "HTTP/1.1 " NNN " " reason CRLF
   for (const auto& f : res.header()) {
     if (framing_header(f.name)) continue;
     if (!has_date && iequals(f.name, "date")) has_date = true;
-    out.append(f.name).append(": ").append(f.value).append("\r\n");
+    need += f.name.size() + 2 + f.value.size() + 2;
   }
-  if (!has_date) out.append("Date: ").append(http_date()).append("\r\n");
-  const bool no_length = res.status() < 200 || res.status() == 204;
+  if (!has_date) need += 6 + date.size() + 2;
+  need += 16 + 20 + 2 + 19 + 24 + 2;  // Content-Length or TE, Connection, final CRLF (upper bounds)
+  const std::size_t start = out.size();
+  out.resize(start + need);
+  char* p = out.data() + start;
+  const auto put = [&p](std::string_view v) {
+    std::memcpy(p, v.data(), v.size());
+    p += v.size();
+  };
+  put("HTTP/1.1 ");
+  // A status is 100..999 (response::set_status checks it).
+  *p++ = static_cast<char>('0' + status / 100);
+  *p++ = static_cast<char>('0' + status / 10 % 10);
+  *p++ = static_cast<char>('0' + status % 10);
+  *p++ = ' ';
+  put(reason);
+  put("\r\n");
+  for (const auto& f : res.header()) {
+    if (framing_header(f.name)) continue;
+    put(f.name);
+    put(": ");
+    put(f.value);
+    put("\r\n");
+  }
+  if (!has_date) {
+    put("Date: ");
+    put(date);
+    put("\r\n");
+  }
+  const bool no_length = status < 200 || status == 204;
   if (body_length >= 0) {
-    if (!no_length && res.status() != 304) {
-      out.append("Content-Length: ");
-      append_number(out, static_cast<unsigned long long>(body_length));
-      out.append("\r\n");
+    if (!no_length && status != 304) {
+      put("Content-Length: ");
+      p = std::to_chars(p, p + 20, static_cast<unsigned long long>(body_length)).ptr;
+      put("\r\n");
     }
   } else if (request_minor >= 1) {
-    out.append("Transfer-Encoding: chunked\r\n");
+    put("Transfer-Encoding: chunked\r\n");
   }
   if (!keep_alive) {
-    out.append("Connection: close\r\n");
+    put("Connection: close\r\n");
   } else if (request_minor == 0) {
-    out.append("Connection: keep-alive\r\n");
+    put("Connection: keep-alive\r\n");
   }
-  out.append("\r\n");
+  put("\r\n");
+  out.resize(static_cast<std::size_t>(p - out.data()));
 }
 
 void write_simple(std::string& out, int status, std::string_view body, bool keep_alive) {
@@ -298,7 +335,9 @@ task<std::error_code> server::serve(net::tcp_listener ln) {
     }
     s->members.fetch_add(1, std::memory_order_seq_cst);
     if (s->shutting_down.load(std::memory_order_seq_cst)) {
+      // Accepted just as shutdown began: not served (the client sees a close).
       s->leave();
+      result = make_error_code(errc::closed);
       break;
     }
     s->open.fetch_add(1, std::memory_order_relaxed);
