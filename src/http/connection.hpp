@@ -23,7 +23,6 @@
 // drive the same code with bytes in memory; the server uses net::tcp_stream.
 #pragma once
 
-#include "buffer_pool.hpp"
 #include "parser.hpp"
 #include "server_state.hpp"
 
@@ -35,6 +34,7 @@
 #include <cstring>
 #include <ctime>
 #include <exception>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -105,6 +105,20 @@ inline clock::time_point deadline_in(clock::duration d, clock::time_point now) n
   return d > clock::duration::zero() ? sluice::detail::saturating_add(now, d) : clock::time_point::max();
 }
 inline clock::time_point deadline_in(clock::duration d) noexcept { return deadline_in(d, coarse_now()); }
+
+// The read buffer of an active connection: allocated on first use, kept
+// with its active_state (which the pool below recycles).
+class read_buffer {
+ public:
+  static constexpr std::size_t size = 16 * 1024;
+  char* data() {
+    if (!mem_) mem_ = std::make_unique<char[]>(size);
+    return mem_.get();
+  }
+
+ private:
+  std::unique_ptr<char[]> mem_;
+};
 
 // What a request needs while the connection is active; pooled per thread
 // (bounded) while connections are idle. It never holds connection data when

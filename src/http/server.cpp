@@ -149,7 +149,9 @@ void append_chunk(std::string& out, std::string_view data) {
 
 namespace {
 // Per-thread pool of active states: at most this many kept per thread, each
-// with at most `max_kept_capacity` of body or output storage.
+// with at most `max_kept_capacity` of body or output storage. An active_state
+// owns all of its storage (no other pool), so destroying the pool at thread
+// exit does not depend on the order thread_locals are destroyed in.
 constexpr std::size_t max_pooled_states = 64;
 constexpr std::size_t max_kept_capacity = 64 * 1024;
 thread_local std::vector<std::unique_ptr<active_state>> tl_states;

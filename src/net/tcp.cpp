@@ -181,13 +181,8 @@ task<io_result> tcp_stream::read(const context& ctx, std::span<char> buffer) {
 
 task<io_result> tcp_stream::read(const context& ctx, std::span<char> buffer,
                                  clock::time_point deadline) {
-  if (s_ == nullptr) co_return io_result{0, make_error_code(errc::closed)};
-  if (buffer.empty()) co_return io_result{};
   for (;;) {
-    const ssize_t n = ::recv(s_->fd, buffer.data(), buffer.size(), 0);
-    if (n >= 0) co_return io_result{static_cast<std::size_t>(n), {}};
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) co_return io_result{0, detail_net::last_error()};
+    if (std::optional<io_result> r = try_read(buffer)) co_return *r;
     const std::error_code ec = co_await poll_wait(s_->pd, io_dir::read, ctx, deadline);
     if (ec) co_return io_result{0, ec};
     if (s_ == nullptr) co_return io_result{0, make_error_code(errc::closed)};
@@ -200,21 +195,15 @@ task<io_result> tcp_stream::write(const context& ctx, std::string_view data) {
 
 task<io_result> tcp_stream::write(const context& ctx, std::string_view data,
                                   clock::time_point deadline) {
-  if (s_ == nullptr) co_return io_result{0, make_error_code(errc::closed)};
   std::size_t done = 0;
-  while (done < data.size()) {
-    const ssize_t n = ::send(s_->fd, data.data() + done, data.size() - done, MSG_NOSIGNAL);
-    if (n >= 0) {
-      done += static_cast<std::size_t>(n);
-      continue;
-    }
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) co_return io_result{done, detail_net::last_error()};
+  for (;;) {
+    const io_result r = try_write(data.substr(done));
+    done += r.bytes;
+    if (r.error || done == data.size()) co_return io_result{done, r.error};
     const std::error_code ec = co_await poll_wait(s_->pd, io_dir::write, ctx, deadline);
     if (ec) co_return io_result{done, ec};
     if (s_ == nullptr) co_return io_result{done, make_error_code(errc::closed)};
   }
-  co_return io_result{done, {}};
 }
 
 namespace {
