@@ -6,8 +6,6 @@
 namespace sluice::http {
 
 namespace {
-constexpr char lower(char c) noexcept { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
-
 int hex_value(char c) noexcept {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
@@ -36,14 +34,6 @@ std::optional<std::string> decode(std::string_view s, bool plus_is_space) {
   return out;
 }
 }  // namespace
-
-bool iequals(std::string_view a, std::string_view b) noexcept {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (lower(a[i]) != lower(b[i])) return false;
-  }
-  return true;
-}
 
 std::optional<std::string> percent_decode(std::string_view s) { return decode(s, false); }
 std::optional<std::string> decode_query(std::string_view s) { return decode(s, true); }

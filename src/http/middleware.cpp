@@ -25,6 +25,14 @@ void emit(const log_sink& log, std::string_view line) {
   }
 }
 
+// A number's decimal text in a small buffer (no allocation).
+struct number_text {
+  explicit number_text(long long v) noexcept : len(static_cast<std::size_t>(std::to_chars(buf, buf + sizeof buf, v).ptr - buf)) {}
+  operator std::string_view() const noexcept { return {buf, len}; }  // NOLINT: implicit on purpose
+  char buf[24];
+  std::size_t len;
+};
+
 std::string number(long long v) {
   char buf[24];
   const auto r = std::to_chars(buf, buf + sizeof buf, v);
@@ -81,10 +89,10 @@ std::string new_id() {
 constexpr std::string_view id_marker = "X-Sluice-Request-Id";
 
 void set_rate_headers(response& res, const rate_limit_options& o, const rate::verdict& v) {
-  res.header().set("RateLimit-Limit", number(o.burst));
+  res.header().set("RateLimit-Limit", number_text(o.burst));
   res.header().set("RateLimit-Remaining",
-                   number(static_cast<long long>(std::floor(std::max(0.0, v.remaining)))));
-  res.header().set("RateLimit-Reset", number(ceil_seconds(v.reset)));
+                   number_text(static_cast<long long>(std::floor(std::max(0.0, v.remaining)))));
+  res.header().set("RateLimit-Reset", number_text(ceil_seconds(v.reset)));
 }
 
 }  // namespace
@@ -360,7 +368,7 @@ middleware rate_limit(std::shared_ptr<client_rate_limiter> limiter) {
       const rate::verdict v = limiter->check(req, t == clock::time_point{} ? clock::now() : t);
       const rate_limit_options& o = limiter->options();
       if (!v.allowed) {
-        res.header().set("Retry-After", number(std::max<long long>(1, ceil_seconds(v.retry_after))));
+        res.header().set("Retry-After", number_text(std::max<long long>(1, ceil_seconds(v.retry_after))));
         set_rate_headers(res, o, v);
         // Short and plain: under attack, rejecting must stay cheaper than serving.
         res.send(429, "too many requests\n", "text/plain");

@@ -57,11 +57,18 @@ void append_status_line(std::string& out, int status) {
   out.append("\r\n");
 }
 
-// Headers the server writes itself: a handler's copies are dropped.
+// Headers the server writes itself: a handler's copies are dropped. The
+// length picks the one candidate to compare (this runs for every header of
+// every response).
 bool framing_header(std::string_view name) noexcept {
-  return iequals(name, "content-length") || iequals(name, "transfer-encoding") ||
-         iequals(name, "connection");
+  switch (name.size()) {
+    case 10: return iequals(name, "connection");
+    case 14: return iequals(name, "content-length");
+    case 17: return iequals(name, "transfer-encoding");
+    default: return false;
+  }
 }
+bool date_header(std::string_view name) noexcept { return name.size() == 4 && iequals(name, "date"); }
 }  // namespace
 
 bool bodyless(int status, bool head) noexcept {
@@ -81,7 +88,7 @@ void write_head(std::string& out, const response& res, long long body_length, bo
   std::size_t need = 9 + 3 + 1 + reason.size() + 2;  // "HTTP/1.1 " NNN " " reason CRLF
   for (const auto& f : res.header()) {
     if (framing_header(f.name)) continue;
-    if (!has_date && iequals(f.name, "date")) has_date = true;
+    if (!has_date && date_header(f.name)) has_date = true;
     need += f.name.size() + 2 + f.value.size() + 2;
   }
   if (!has_date) need += 6 + date.size() + 2;

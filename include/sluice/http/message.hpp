@@ -29,7 +29,18 @@
 namespace sluice::http {
 
 // ASCII case-insensitive equality, the rule for header names (RFC 9110 §5.1).
-bool iequals(std::string_view a, std::string_view b) noexcept;
+// Inline: header lookups call it for every field they pass.
+inline bool iequals(std::string_view a, std::string_view b) noexcept {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    char x = a[i];
+    char y = b[i];
+    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x + 32);
+    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y + 32);
+    if (x != y) return false;
+  }
+  return true;
+}
 
 // Header fields in the order they arrived or were added. Names compare
 // case-insensitively; a name may repeat. Storage is reused when the object is
