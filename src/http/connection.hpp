@@ -29,6 +29,7 @@
 #include <sluice/net.hpp>
 #include <sluice/task.hpp>
 
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -432,15 +433,8 @@ class connection final : public connection_hooks {
       // A HEAD handler may announce the GET body's length without writing it.
       if (auto cl = res.header().get("content-length")) {
         long long v = 0;
-        bool ok = !cl->empty() && cl->size() < 19;
-        for (char c : *cl) {
-          if (c < '0' || c > '9') {
-            ok = false;
-          } else {
-            v = v * 10 + (c - '0');
-          }
-        }
-        if (ok) length = v;
+        const auto r = std::from_chars(cl->data(), cl->data() + cl->size(), v);
+        if (r.ec == std::errc() && r.ptr == cl->data() + cl->size() && v >= 0) length = v;
       }
     }
     write_head(st.out, res, no_body && !head_ ? 0 : length, keep_alive_, minor);

@@ -33,12 +33,6 @@ struct number_text {
   std::size_t len;
 };
 
-std::string number(long long v) {
-  char buf[24];
-  const auto r = std::to_chars(buf, buf + sizeof buf, v);
-  return std::string(buf, r.ptr);
-}
-
 // Whole seconds, rounded up (a client that waits the advertised time must
 // find a token).
 long long ceil_seconds(clock::duration d) {
@@ -384,7 +378,7 @@ middleware rate_limit(std::shared_ptr<client_rate_limiter> limiter) {
 
 middleware concurrency_limit(std::shared_ptr<concurrency_limiter> limiter, std::chrono::seconds retry_after) {
   if (!limiter) throw std::invalid_argument("sluice::http::concurrency_limit: null limiter");
-  const std::string retry = number(std::max<long long>(1, retry_after.count()));
+  const std::string retry(number_text(std::max<long long>(1, retry_after.count())));
   return [limiter, retry](handler next) -> handler {
     return [limiter, retry, next](request& req, response& res) -> task<void> {
       auto permit = limiter->try_permit();

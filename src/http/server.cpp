@@ -42,21 +42,6 @@ std::string_view http_date() noexcept {
 }
 
 namespace {
-void append_number(std::string& out, unsigned long long v) {
-  char buf[24];
-  const auto r = std::to_chars(buf, buf + sizeof buf, v);
-  out.append(buf, r.ptr);
-}
-
-void append_status_line(std::string& out, int status) {
-  out.append("HTTP/1.1 ");
-  append_number(out, static_cast<unsigned long long>(status));
-  out.push_back(' ');
-  const std::string_view reason = reason_phrase(status);
-  out.append(reason.empty() ? std::string_view("Status") : reason);
-  out.append("\r\n");
-}
-
 // Headers the server writes itself: a handler's copies are dropped. The
 // length picks the one candidate to compare (this runs for every header of
 // every response).
@@ -140,12 +125,11 @@ void write_head(std::string& out, const response& res, long long body_length, bo
 }
 
 void write_simple(std::string& out, int status, std::string_view body, bool keep_alive) {
-  append_status_line(out, status);
-  out.append("Date: ").append(http_date()).append("\r\n");
-  out.append("Content-Type: text/plain; charset=utf-8\r\nContent-Length: ");
-  append_number(out, body.size() + 1);
-  out.append(keep_alive ? "\r\n\r\n" : "\r\nConnection: close\r\n\r\n");
-  out.append(body).push_back('\n');
+  // The server's own answers go through the same head writer as a handler's.
+  response res;
+  res.send(status, std::string(body) + "\n");
+  write_head(out, res, static_cast<long long>(res.body().size()), keep_alive, 1);
+  out.append(res.body());
 }
 
 void append_chunk(std::string& out, std::string_view data) {
