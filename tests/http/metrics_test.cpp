@@ -75,6 +75,9 @@ TEST(HttpMetrics, MetricsEndpointReportsRuntimeServerAndRequestsByRoute) {
     });
     for (int i = 0; i < 3; ++i) EXPECT_TRUE((co_await fetch(srv->address, get("/items/" + std::to_string(i)))).has_value());
     EXPECT_TRUE((co_await fetch(srv->address, get("/nope"))).has_value());
+    // The server sees each finished client's close a moment later: wait for
+    // it, so the scrape's own connection is the only one open.
+    EXPECT_TRUE(co_await sl_test::until([&] { return srv->srv->stats().connections_open == 0; }));
     auto r = co_await fetch(srv->address, get("/metrics"));
     EXPECT_TRUE(r && r->status == 200);
     if (r) {
