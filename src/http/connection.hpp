@@ -49,8 +49,10 @@ std::string_view http_date() noexcept;
 // close-delimited (HTTP/1.0) — the streaming case.
 void write_head(std::string& out, const response& res, long long body_length, bool keep_alive,
                 int request_minor);
-// Appends a complete canned answer (status, text body, Connection: close).
-void write_simple(std::string& out, int status, std::string_view body, bool keep_alive);
+// Appends a complete canned answer (status, body, Connection: close unless
+// keep_alive); the body is `message` as text, or what opts.error_body writes.
+void write_simple(std::string& out, int status, std::string_view message, bool keep_alive,
+                  const server_options& opts);
 // Whether a response with this status (to this method) has no body.
 bool bodyless(int status, bool head) noexcept;
 // "<hex>\r\n<data>\r\n"
@@ -282,7 +284,7 @@ class connection final : public connection_hooks {
     srv_.bad_requests.fetch_add(1, std::memory_order_relaxed);
     std::string body(reason_phrase(status));
     if (!why.empty()) body.append(": ").append(why);
-    write_simple(st_->out, status, body, false);
+    write_simple(st_->out, status, body, false, srv_.opts);
     if (co_await write_out()) co_return;
     co_await linger();
   }
@@ -392,7 +394,7 @@ class connection final : public connection_hooks {
         if (res.headers_sent()) co_return after_active::close;  // a broken stream: only closing tells
         res.reset(false);
         keep_alive_ = false;
-        write_simple(st.out, 500, "Internal Server Error", false);
+        write_simple(st.out, 500, "Internal Server Error", false, srv_.opts);
       } else {
         if (auto c = res.header().get("connection"); c && iequals(*c, "close")) keep_alive_ = false;
         // A shutdown that began while the handler ran: tell the client now.

@@ -124,10 +124,17 @@ void write_head(std::string& out, const response& res, long long body_length, bo
   out.resize(static_cast<std::size_t>(p - out.data()));
 }
 
-void write_simple(std::string& out, int status, std::string_view body, bool keep_alive) {
+void write_simple(std::string& out, int status, std::string_view message, bool keep_alive,
+                  const server_options& opts) {
   // The server's own answers go through the same head writer as a handler's.
   response res;
-  res.send(status, std::string(body) + "\n");
+  res.set_status(status);
+  if (opts.error_body) {
+    opts.error_body(res, message);
+    res.set_status(status);  // the hook writes the body, not the status
+  } else {
+    res.send(status, std::string(message) + "\n");
+  }
   write_head(out, res, static_cast<long long>(res.body().size()), keep_alive, 1);
   out.append(res.body());
 }

@@ -86,6 +86,13 @@ struct server_options {
   // Where the server reports what it cannot answer (a handler's exception, an
   // accept error). Default: one line on stderr.
   std::function<void(std::string_view)> error_log;
+  // Writes the body of an answer the server gives itself (400, 408, 413, 417,
+  // 431, and the 500 for a handler that threw): `message` is the reason
+  // phrase and the detail ("Request Entity Too Large: body over 1048576
+  // bytes"). Set the Content-Type and body on `res` (its status is set); the
+  // framing headers are the server's. Default (empty): `message` as
+  // text/plain. A service whose errors are JSON sets one here. Must not throw.
+  std::function<void(response& res, std::string_view message)> error_body;
 };
 
 // Counters (monotonic) and gauges of a server. Go: no equivalent (ConnState hooks).
