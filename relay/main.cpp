@@ -95,6 +95,9 @@ sl::task<int> relay_main(relay::config cfg) {
   auto server = sl::spawn(serve, &svc, std::move(ln), stop_waiting, &served);
 
   co_await sig.done();
+  // Unregister now (not whenever the signal watcher gets to it): from here
+  // on SIGINT is install_second_signal_handlers()'s, and SIGTERM ignored.
+  stop_waiting();
   relay::stdout_sink(relay::log_line(
       "info", "shutdown: signal received; /readyz is 503 and new events are refused",
       {{"shutdown_timeout_ms", ms(cfg.shutdown_timeout)}}));

@@ -8,6 +8,9 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <string>
 
 using namespace std::chrono_literals;
@@ -70,6 +73,32 @@ TEST(Net, EchoRoundTrip) {
     cancel();
     co_await server.join();
   });
+}
+
+TEST(Net, FromFdAdoptsASocketpairEnd) {
+  sl_test::run_checked([]() -> sl::task<void> {
+    int fds[2];
+    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+    auto a = net::tcp_stream::from_fd(fds[0]);
+    auto b = net::tcp_stream::from_fd(fds[1]);
+    // b reads before anything is written: the read parks on the netpoller.
+    auto reader = sl::spawn([](net::tcp_stream* s) -> sl::task<std::string> {
+      co_return co_await read_exactly(*s, 5);
+    }, &b);
+    const auto w = co_await a.write(sl::context::background(), "hello");
+    EXPECT_EQ(w.bytes, 5u);
+    EXPECT_EQ(co_await reader.join(), "hello");
+    a.close();
+    char buf[4];
+    const auto eof = co_await b.read(sl::context::background(), std::span<char>(buf, sizeof buf));
+    EXPECT_EQ(eof.bytes, 0u);
+    EXPECT_FALSE(eof.error);
+  });
+  EXPECT_THROW(net::tcp_stream::from_fd(-1), std::invalid_argument);
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  EXPECT_THROW(net::tcp_stream::from_fd(p[0]), std::invalid_argument);  // not a socket; closed
+  ::close(p[1]);
 }
 
 TEST(Net, ShutdownWriteGivesPeerEndOfStream) {

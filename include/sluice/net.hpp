@@ -59,6 +59,13 @@ class tcp_stream {
   struct connect_result;
   static task<connect_result> connect(const context& ctx, std::string_view address);
 
+  // Takes ownership of `fd`, a connected stream socket made elsewhere (a
+  // socketpair end, a socket inherited from a supervisor): makes it
+  // non-blocking and close-on-exec and registers it with the netpoller.
+  // Throws std::invalid_argument for a negative fd or one that is not a
+  // stream socket (the fd is closed then too). Go: net.FileConn.
+  static tcp_stream from_fd(int fd);
+
   // Reads what is available (at least 1 byte unless end of stream or error).
   // Go: conn.Read.
   task<io_result> read(const context& ctx, std::span<char> buffer);

@@ -10,6 +10,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -140,6 +141,23 @@ tcp_stream::~tcp_stream() { close(); }
 void tcp_stream::close() noexcept { detail_net::destroy(std::exchange(s_, nullptr)); }
 
 int tcp_stream::native_handle() const noexcept { return s_ != nullptr ? s_->fd : -1; }
+
+tcp_stream tcp_stream::from_fd(int fd) {
+  if (fd < 0) throw std::invalid_argument("sluice::net::tcp_stream::from_fd: negative fd");
+  int type = 0;
+  socklen_t len = sizeof type;
+  if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM) {
+    ::close(fd);
+    throw std::invalid_argument("sluice::net::tcp_stream::from_fd: not a stream socket");
+  }
+  const int fl = ::fcntl(fd, F_GETFL);
+  if (fl < 0 || ::fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0 || ::fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+    const int e = errno;
+    ::close(fd);
+    throw std::system_error(e, std::generic_category(), "sluice::net::tcp_stream::from_fd: fcntl");
+  }
+  return tcp_stream(detail_net::adopt(fd));
+}
 
 task<tcp_stream::connect_result> tcp_stream::connect(const context& ctx,
                                                      std::string_view address) {
