@@ -1,11 +1,12 @@
 // sluice-bench-http: the HTTP server of ../shared/peers/WORKLOADS.md.
 //
-//   sluice-bench-http --listen 127.0.0.1:8080 --mode hello|ratelimited|reject
+//   sluice-bench-http --listen 127.0.0.1:8080 --mode hello|ratelimited|reject|sink
 //
 // GET /hello answers 200 "hello\n" (text/plain). Mode ratelimited puts the
 // per-client-IP rate_limit middleware (limit 1e9/s, burst 1e9: never rejects)
 // in front; mode reject uses limit 1/s, burst 1, so nearly every request is a
-// 429 with Retry-After. The runtime gets one worker per CPU of this process's
+// 429 with Retry-After. Mode sink answers every POST with 200 and an empty
+// body: the webhook subscriber of the relay benchmark (bench/relay/run.sh). The runtime gets one worker per CPU of this process's
 // affinity mask (the harness pins the server to one CPU). SIGINT/SIGTERM shut
 // down gracefully.
 #include <sluice/http/middleware.hpp>
@@ -37,9 +38,15 @@ sluice::task<void> hello(http::request&, http::response& res) {
   co_return;
 }
 
+sluice::task<void> sink(http::request&, http::response& res) {
+  res.set_status(200);
+  co_return;
+}
+
 sluice::task<int> serve(std::string listen, std::string mode) {
   http::router mux;
   mux.handle("GET /hello", hello);
+  if (mode == "sink") mux.handle("POST /", sink);
   http::handler h = mux;
   if (mode == "ratelimited") {
     h = http::chain(h, {http::rate_limit({.limit = sluice::rate::limit(1e9), .burst = 1000000000})});
@@ -68,8 +75,8 @@ int main(int argc, char** argv) {
   std::string listen = "127.0.0.1:8080";
   std::string mode = "hello";
   app.add_option("--listen", listen, "HOST:PORT to listen on");
-  app.add_option("--mode", mode, "hello | ratelimited | reject")
-      ->check(CLI::IsMember({"hello", "ratelimited", "reject"}));
+  app.add_option("--mode", mode, "hello | ratelimited | reject | sink")
+      ->check(CLI::IsMember({"hello", "ratelimited", "reject", "sink"}));
   CLI11_PARSE(app, argc, argv);
   sluice::runtime_options opts;
   opts.workers = affinity_cpus();

@@ -11,6 +11,7 @@
 
 #include <sluice/sluice.hpp>
 
+#include <sched.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -116,5 +117,13 @@ int main(int argc, char** argv) {
   auto cfg = relay::parse_command_line(argc, argv, std::cout, std::cerr, &code);
   if (!cfg) return code;
   install_second_signal_handlers();
-  return sl::run([c = std::move(*cfg)]() { return relay_main(c); });
+  // One runtime worker per CPU this process may run on (its affinity mask,
+  // as Go's GOMAXPROCS default), not per CPU of the machine: pinned or in a
+  // cpuset, more workers than CPUs only contend.
+  sl::runtime_options opts;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) opts.workers = CPU_COUNT(&set);
+  sl::runtime rt(opts);
+  return rt.run([c = std::move(*cfg)]() { return relay_main(c); });
 }
