@@ -21,6 +21,7 @@
 #include <charconv>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <deque>
 #include <mutex>
@@ -70,7 +71,7 @@ namespace {
 
 // Unique, unguessable-looking ids: a bijective mix of a per-process random
 // salt plus a counter, so two ids never collide within a process.
-std::string make_id(std::string_view prefix) {
+std::uint64_t next_id() noexcept {
   static const std::uint64_t salt = [] {
     std::random_device rd;
     return (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
@@ -80,12 +81,38 @@ std::string make_id(std::string_view prefix) {
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
   x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
   x ^= x >> 31;
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(x));
-  std::string id(prefix);
-  id.append(buf, 16);
-  return id;
+  return x;
 }
+
+// "<prefix><16 hex digits>" into `out` (prefix_len + 16 + 1 bytes).
+void format_id(char* out, std::string_view prefix, std::uint64_t x) noexcept {
+  static constexpr char hex[] = "0123456789abcdef";
+  std::memcpy(out, prefix.data(), prefix.size());
+  for (int i = 15; i >= 0; --i, x >>= 4) out[prefix.size() + static_cast<std::size_t>(i)] = hex[x & 15];
+  out[prefix.size() + 16] = '\0';
+}
+
+std::string make_id(std::string_view prefix) {
+  char buf[32];
+  format_id(buf, prefix, next_id());
+  return std::string(buf, prefix.size() + 16);
+}
+
+// The number behind "<prefix><16 lower-case hex digits>", or nullopt.
+std::optional<std::uint64_t> parse_id(std::string_view prefix, std::string_view text) noexcept {
+  if (text.size() != prefix.size() + 16 || text.substr(0, prefix.size()) != prefix) return std::nullopt;
+  std::uint64_t x = 0;
+  for (char c : text.substr(prefix.size())) {
+    int v;
+    if (c >= '0' && c <= '9') v = c - '0';
+    else if (c >= 'a' && c <= 'f') v = c - 'a' + 10;
+    else return std::nullopt;
+    x = (x << 4) | static_cast<std::uint64_t>(v);
+  }
+  return x;
+}
+
+constexpr std::string_view event_prefix = "evt_";
 
 // Topics are path segments and metric-free labels: 1-128 of [A-Za-z0-9._-].
 bool valid_topic(std::string_view t) noexcept {
@@ -161,9 +188,10 @@ const char* to_string(dstatus s) noexcept {
   return "?";
 }
 
+struct subscription;
+
 struct delivery_record {
-  std::string subscription;
-  std::string url;
+  std::shared_ptr<const subscription> sub;  // its id and URL (both immutable)
   dstatus status = dstatus::pending;
   int attempts = 0;
   int last_status = 0;     // the subscriber's last HTTP status, 0 if none
@@ -171,7 +199,9 @@ struct delivery_record {
 };
 
 struct event_record {
-  std::string id;
+  std::uint64_t key = 0;  // the number behind the id
+  char id_buf[event_prefix.size() + 17] = {};
+  std::string_view id() const noexcept { return {id_buf, event_prefix.size() + 16}; }
   std::string topic;
   clock::time_point accepted;
   mutable std::mutex mu;  // guards deliveries
@@ -254,8 +284,8 @@ struct service::state : std::enable_shared_from_this<state> {
 
   // Events, the newest retain_events of them.
   mutable std::mutex events_mu;
-  std::unordered_map<std::string, std::shared_ptr<event_record>> events;
-  std::deque<std::string> event_order;
+  std::unordered_map<std::uint64_t, std::shared_ptr<event_record>> events;
+  std::deque<std::uint64_t> event_order;  // oldest first
 
   // Delivery.
   http::client client;
@@ -443,7 +473,7 @@ void service::state::finish(const delivery& d, dstatus s) {
     case dstatus::dropped:
       dropped.fetch_add(1, std::memory_order_relaxed);
       log("warn", "delivery dropped",
-          {{"event", d.event->id}, {"subscription", d.sub->id}, {"topic", d.event->topic},
+          {{"event", d.event->id()}, {"subscription", d.sub->id}, {"topic", d.event->topic},
            {"attempts", d.attempt - 1}});
       break;
     default: break;
@@ -525,7 +555,7 @@ task<attempt_result> service::state::attempt(const context& ctx, const delivery&
   req.method = "POST";
   req.url = d.sub->url;
   req.header.add("Content-Type", "application/json");
-  req.header.add("X-Sluice-Event-Id", d.event->id);
+  req.header.add("X-Sluice-Event-Id", d.event->id());
   req.header.add("X-Sluice-Topic", d.event->topic);
   req.header.add("X-Sluice-Attempt", std::to_string(d.attempt));
   req.body = *d.body;
@@ -739,17 +769,18 @@ void service::state::post_event(http::request& req, http::response& res) {
   } while (!queued.compare_exchange_weak(cur, cur + n, std::memory_order_acq_rel));
 
   auto ev = std::make_shared<event_record>();
-  ev->id = make_id("evt_");
+  ev->key = next_id();
+  format_id(ev->id_buf, event_prefix, ev->key);
   ev->topic = topic;
   ev->accepted = clock::now();
   ev->deliveries.reserve(targets.size());
-  for (const auto& s : targets) ev->deliveries.push_back({.subscription = s->id, .url = s->url});
+  for (const auto& s : targets) ev->deliveries.push_back({.sub = s});
   outstanding.fetch_add(n, std::memory_order_acq_rel);
   events_accepted.fetch_add(1, std::memory_order_relaxed);
   {
     std::lock_guard lock(events_mu);
-    events.emplace(ev->id, ev);
-    event_order.push_back(ev->id);
+    events.emplace(ev->key, ev);
+    event_order.push_back(ev->key);
     while (event_order.size() > cfg.retain_events) {
       events.erase(event_order.front());
       event_order.pop_front();
@@ -759,14 +790,20 @@ void service::state::post_event(http::request& req, http::response& res) {
   for (std::size_t i = 0; i < targets.size(); ++i) {
     enqueue(delivery{.event = ev, .index = i, .sub = targets[i], .body = body, .attempt = 1});
   }
-  http::write_json(res, 202, {{"id", ev->id}, {"deliveries", n}});
+  // The one answer on the hot path, formatted by hand (the id is hex).
+  res.header().set("Content-Type", "application/json");
+  res.set_status(202);
+  std::string& out = res.body();
+  out.assign("{\"id\":\"").append(ev->id()).append("\",\"deliveries\":").append(std::to_string(n)).append("}");
 }
 
 void service::state::get_event(http::request& req, http::response& res) {
   std::shared_ptr<event_record> ev;
   {
     std::lock_guard lock(events_mu);
-    if (auto it = events.find(std::string(req.path_value("id"))); it != events.end()) ev = it->second;
+    if (auto key = parse_id(event_prefix, req.path_value("id"))) {
+      if (auto it = events.find(*key); it != events.end()) ev = it->second;
+    }
   }
   if (!ev) {
     http::write_json_error(res, 404, "no event " + std::string(req.path_value("id")) +
@@ -777,13 +814,13 @@ void service::state::get_event(http::request& req, http::response& res) {
   {
     std::lock_guard lock(ev->mu);
     for (const auto& d : ev->deliveries) {
-      json one = {{"subscription", d.subscription}, {"url", d.url}, {"status", to_string(d.status)},
+      json one = {{"subscription", d.sub->id}, {"url", d.sub->url}, {"status", to_string(d.status)},
                   {"attempts", d.attempts},         {"last_status", d.last_status}};
       if (!d.last_error.empty()) one["last_error"] = d.last_error;
       ds.push_back(std::move(one));
     }
   }
-  http::write_json(res, 200, {{"id", ev->id}, {"topic", ev->topic}, {"deliveries", std::move(ds)}});
+  http::write_json(res, 200, {{"id", ev->id()}, {"topic", ev->topic}, {"deliveries", std::move(ds)}});
 }
 
 relay_stats service::state::snapshot() const {
