@@ -7,6 +7,7 @@ PACKAGES=(
   build-essential cmake ninja-build g++ clang
   libgtest-dev libgmock-dev googletest
   libbenchmark-dev libcli11-dev nlohmann-json3-dev
+  curl # the README walkthrough and bench/relay/run.sh talk to sluice-relay with it
   node-llhttp # llhttp C sources: /usr/share/llhttp/*.c, /usr/share/include/llhttp/llhttp.h
   golang-go golang-golang-x-time-dev # tests/rate_diff: the real Go rate limiter to compare with
 )
