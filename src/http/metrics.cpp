@@ -174,7 +174,11 @@ void add_runtime_metrics(metrics_registry& reg) {
 
 void add_server_metrics(metrics_registry& reg, std::shared_ptr<const server> srv, std::string name) {
   if (!srv) throw std::invalid_argument("sluice::http::add_server_metrics: null server");
-  reg.add([srv, name](prometheus_writer& w) {
+  // Weak: the server usually serves this registry's metrics_handler, which
+  // holds the registry; a strong pointer here would make a cycle.
+  reg.add([weak = std::weak_ptr<const server>(srv), name](prometheus_writer& w) {
+    const auto srv = weak.lock();
+    if (!srv) return;  // the server is gone: nothing to report
     const server_stats st = srv->stats();
     const label_list l{{"server", name}};
     w.family("sluice_http_connections", "gauge", "Open connections by state.");

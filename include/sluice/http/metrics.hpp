@@ -85,7 +85,9 @@ handler tasks_handler();
 void add_runtime_metrics(metrics_registry& reg);
 // sluice_http_connections{server,state=open|idle}, ..._accepted_total,
 // ..._rejected_total, sluice_http_server_requests_total, ..._bad_requests_total,
-// ..._timeouts_total, ..._in_flight.
+// ..._timeouts_total, ..._in_flight. Holds `srv` weakly (the server serving
+// this registry's metrics_handler holds the registry: no cycle); once the
+// server is destroyed its families are left out.
 void add_server_metrics(metrics_registry& reg, std::shared_ptr<const server> srv, std::string name);
 // sluice_pool_{queued,running}{pool} and sluice_pool_jobs_total{pool,result},
 // sluice_pool_queue_wait_seconds / sluice_pool_run_seconds histograms.
