@@ -61,6 +61,7 @@ wrk_p99_us() {  # the 99% line of wrk --latency, in microseconds
   awk '$1 == "99%" { v = $2; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+/, "", v);
         f = (u == "us") ? 1 : (u == "ms") ? 1000 : (u == "s") ? 1000000 : 0; printf "%.0f", v * f }' "$1"
 }
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }  # utime + stime of a pid
 wrk_requests() { awk '/requests in/ { print $1 }' "$1"; }
 wrk_non2xx() { awk '/Non-2xx or 3xx responses/ { print $5 }' "$1"; }
 wrk_seconds() { awk '/requests in/ { s = $4; sub(/s,?$/, "", s); print s }' "$1"; }
@@ -79,6 +80,7 @@ curl -fs -X POST "http://127.0.0.1:$RELAY_PORT/v1/topics/bench/subscriptions" \
   -d "{\"url\": \"http://127.0.0.1:$SINK_PORT/hook\"}" >/dev/null || die "subscribe failed"
 
 d0=$(metric 'sluice_relay_deliveries_total{result="delivered"}')
+t0=$(cpu_ticks "$relay_pid"); w0=$(date +%s.%N)
 ( max=0; while sleep 0.5; do q=$(metric sluice_relay_queue_depth || echo 0); q=${q%.*}
     ((q > max)) && max=$q; echo "$max" >"$WORKDIR/queue_max"; done ) &
 sampler=$!
@@ -86,6 +88,9 @@ pids+=($sampler)
 taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"$DURATION" --latency -s bench/relay/post_event.lua \
   "http://127.0.0.1:$RELAY_PORT/v1/topics/bench/events" >"$WORKDIR/wrk-relay.log"
 d1=$(metric 'sluice_relay_deliveries_total{result="delivered"}')
+t1=$(cpu_ticks "$relay_pid"); w1=$(date +%s.%N)
+relay_cpu=$(awk -v a="$t0" -v b="$t1" -v s="$w0" -v e="$w1" -v hz="$(getconf CLK_TCK)" \
+  'BEGIN { printf "%.0f", 100 * (b - a) / hz / (e - s) }')
 q_end=$(metric sluice_relay_queue_depth)
 kill "$sampler" 2>/dev/null || true
 q_max=$(cat "$WORKDIR/queue_max" 2>/dev/null || echo 0)
@@ -126,5 +131,6 @@ awk -v a="$accepted_rps" -v d="$deliv_rps" -v h="$hello_rps" 'BEGIN {
 echo "# wrk: $reqs requests in ${wsecs}s, non-2xx $non2xx (503 queue full / 429 would count here)"
 echo "# queue depth: $q_end at the end of the window, largest sample $q_max (capacity 10000);" \
      "backlog drained ${drain_s}s after wrk stopped; failed deliveries: ${failed:-0}"
+echo "# relay CPU: ${relay_cpu}% of one CPU during the window (100% = the relay was the bottleneck)"
 echo "# relay exit status after SIGTERM: $relay_exit ($(grep -c '"delivery dropped"' "$WORKDIR/relay.log" || true) dropped)"
 echo "# machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); relay on CPU $SERVER_CPU, wrk + subscriber on CPU $CLIENT_CPU; wrk -t1 -c$CONNS -d$DURATION"
