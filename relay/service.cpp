@@ -92,6 +92,22 @@ void format_id(char* out, std::string_view prefix, std::uint64_t x) noexcept {
   out[prefix.size() + 16] = '\0';
 }
 
+// Event ids: a sequence number, disguised by a bijection (multiply by an odd
+// constant, xor a per-process salt) so they do not look sequential, and
+// undone on lookup so the store can be a ring indexed by the sequence.
+struct event_id_codec {
+  static constexpr std::uint64_t k = 0x9e3779b97f4a7c15ULL;  // odd: invertible mod 2^64
+  static constexpr std::uint64_t k_inverse = [] {
+    std::uint64_t inv = k;  // Newton's iteration doubles the correct bits each step
+    for (int i = 0; i < 6; ++i) inv *= 2 - k * inv;
+    return inv;
+  }();
+  static_assert(k * k_inverse == 1);
+  std::uint64_t salt = 0;
+  std::uint64_t encode(std::uint64_t seq) const noexcept { return (seq * k) ^ salt; }
+  std::uint64_t decode(std::uint64_t id) const noexcept { return (id ^ salt) * k_inverse; }
+};
+
 std::string make_id(std::string_view prefix) {
   char buf[32];
   format_id(buf, prefix, next_id());
@@ -199,7 +215,7 @@ struct delivery_record {
 };
 
 struct event_record {
-  std::uint64_t key = 0;  // the number behind the id
+  std::uint64_t seq = 0;  // the event's sequence number, behind its id
   char id_buf[event_prefix.size() + 17] = {};
   std::string_view id() const noexcept { return {id_buf, event_prefix.size() + 16}; }
   std::string topic;
@@ -282,10 +298,13 @@ struct service::state : std::enable_shared_from_this<state> {
   std::unordered_map<std::string, std::shared_ptr<subscription>> subs;
   std::unordered_map<std::string, std::vector<std::shared_ptr<subscription>>> by_topic;
 
-  // Events, the newest retain_events of them.
+  // Events, the newest retain_events of them: a ring indexed by sequence
+  // number (slot seq % retain_events), grown as events arrive, each new
+  // event overwriting the oldest. No hashing, no node per event.
   mutable std::mutex events_mu;
-  std::unordered_map<std::uint64_t, std::shared_ptr<event_record>> events;
-  std::deque<std::uint64_t> event_order;  // oldest first
+  std::vector<std::shared_ptr<event_record>> ring;
+  std::uint64_t next_seq = 0;  // guarded by events_mu
+  event_id_codec ids;
 
   // Delivery.
   http::client client;
@@ -369,6 +388,7 @@ service::state::state(config c, log_sink l)
       stop(sluice::with_cancel(context::background())) {
   cfg.validate();
   backoff.validate();
+  ids.salt = next_id();
   // The pool's own queue holds only deliveries whose subscription had a free
   // slot; the relay's admission counter (`queued`) bounds it below --queue
   // plus the retries in flight, so try_submit never fails for room.
@@ -769,21 +789,22 @@ void service::state::post_event(http::request& req, http::response& res) {
   } while (!queued.compare_exchange_weak(cur, cur + n, std::memory_order_acq_rel));
 
   auto ev = std::make_shared<event_record>();
-  ev->key = next_id();
-  format_id(ev->id_buf, event_prefix, ev->key);
   ev->topic = topic;
   ev->accepted = clock::now();
   ev->deliveries.reserve(targets.size());
   for (const auto& s : targets) ev->deliveries.push_back({.sub = s});
   outstanding.fetch_add(n, std::memory_order_acq_rel);
   events_accepted.fetch_add(1, std::memory_order_relaxed);
+  std::shared_ptr<event_record> evicted;  // destroyed after the lock is released
   {
     std::lock_guard lock(events_mu);
-    events.emplace(ev->key, ev);
-    event_order.push_back(ev->key);
-    while (event_order.size() > cfg.retain_events) {
-      events.erase(event_order.front());
-      event_order.pop_front();
+    ev->seq = next_seq++;
+    format_id(ev->id_buf, event_prefix, ids.encode(ev->seq));
+    const std::size_t slot = static_cast<std::size_t>(ev->seq % cfg.retain_events);
+    if (slot == ring.size()) {
+      ring.push_back(ev);
+    } else {
+      evicted = std::exchange(ring[slot], ev);  // the oldest event leaves
     }
   }
   auto body = std::make_shared<const std::string>(std::move(req.body()));
@@ -801,8 +822,10 @@ void service::state::get_event(http::request& req, http::response& res) {
   std::shared_ptr<event_record> ev;
   {
     std::lock_guard lock(events_mu);
-    if (auto key = parse_id(event_prefix, req.path_value("id"))) {
-      if (auto it = events.find(*key); it != events.end()) ev = it->second;
+    if (auto id = parse_id(event_prefix, req.path_value("id"))) {
+      const std::uint64_t seq = ids.decode(*id);
+      const std::size_t slot = static_cast<std::size_t>(seq % cfg.retain_events);
+      if (seq < next_seq && slot < ring.size() && ring[slot]->seq == seq) ev = ring[slot];
     }
   }
   if (!ev) {
@@ -842,7 +865,7 @@ relay_stats service::state::snapshot() const {
   }
   {
     std::lock_guard lock(events_mu);
-    r.events_retained = events.size();
+    r.events_retained = ring.size();
   }
   return r;
 }

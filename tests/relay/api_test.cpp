@@ -213,3 +213,36 @@ TEST(RelayConfig, RefusesBadValuesWithExitCode2) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(RelayApi, KeepsTheNewestRetainedEvents) {
+  sl_test::run_checked([]() -> sluice::task<void> {
+    relay::config cfg = test_config();
+    cfg.retain_events = 3;
+    test_relay r(cfg);
+    sluice::http::client c;
+    std::vector<std::string> ids;
+    for (int i = 0; i < 7; ++i) {
+      auto [st, id] = co_await publish(c, r, "t", "{}");
+      EXPECT_EQ(st, 202);
+      ids.push_back(id);
+    }
+    for (int i = 0; i < 7; ++i) {
+      api_result res = co_await call(c, "GET", r.url("/v1/events/" + ids[static_cast<std::size_t>(i)]));
+      EXPECT_EQ(res.status, i < 4 ? 404 : 200) << i;
+      if (res.status == 200) {
+        EXPECT_EQ(res.value["id"], ids[static_cast<std::size_t>(i)]);
+      }
+    }
+    // Well-formed ids that were never issued, and malformed ones.
+    for (std::string bad : {"evt_0000000000000000", "evt_ffffffffffffffff", "evt_123", "EVT_0000000000000000",
+                            "evt_000000000000000g", "sub_0000000000000000"}) {
+      EXPECT_EQ((co_await call(c, "GET", r.url("/v1/events/" + bad))).status, 404) << bad;
+    }
+    EXPECT_EQ(r.svc->stats().events_retained, 3u);
+    co_await r.stop();
+  });
+}
+
+}  // namespace
