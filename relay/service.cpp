@@ -765,9 +765,10 @@ void service::state::post_event(http::request& req, http::response& res) {
     http::write_json_error(res, 413, "body over " + std::to_string(cfg.max_body) + " bytes");
     return;
   }
-  // Validation only: the body is delivered as received, byte for byte. The
-  // SAX parser keeps no tree and no recursion, so hostile nesting is cheap.
-  if (!json::accept(req.body())) {
+  // Validation only: the body is delivered as received, byte for byte.
+  // json_valid keeps no tree and does not recurse (hostile nesting is cheap)
+  // and gives nlohmann's answer several times faster than its SAX parser.
+  if (!http::json_valid(req.body())) {
     http::write_json_error(res, 400, "invalid JSON body");
     return;
   }
