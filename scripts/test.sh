@@ -49,6 +49,15 @@ if ((FUZZ_SECONDS > 0)); then
   build/fuzz/bin/sluice-fuzz-http -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 \
     -print_final_stats=1 "$corpus" 2>&1 | tail -n 15
   test "${PIPESTATUS[0]}" -eq 0
+  # json_valid (the relay's body check) against nlohmann, half as long.
+  json_seconds=$(((FUZZ_SECONDS + 1) / 2))
+  stage "fuzz json: run ${json_seconds}s"
+  corpus=$root/build/fuzz/corpus-json
+  mkdir -p "$corpus"
+  cp -n fuzz/corpus/json/* "$corpus"/
+  build/fuzz/bin/sluice-fuzz-json -max_total_time="$json_seconds" -timeout=10 -rss_limit_mb=2048 \
+    -print_final_stats=1 "$corpus" 2>&1 | tail -n 15
+  test "${PIPESTATUS[0]}" -eq 0
 fi
 
 if [[ -f $contract ]]; then
