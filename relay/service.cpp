@@ -130,16 +130,8 @@ std::optional<std::uint64_t> parse_id(std::string_view prefix, std::string_view 
 
 constexpr std::string_view event_prefix = "evt_";
 
-// Topics are path segments and metric-free labels: 1-128 of [A-Za-z0-9._-].
-bool valid_topic(std::string_view t) noexcept {
-  if (t.empty() || t.size() > 128) return false;
-  for (char c : t) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    c == '.' || c == '_' || c == '-';
-    if (!ok) return false;
-  }
-  return true;
-}
+// Topics are path segments and log fields: 1-128 of [A-Za-z0-9._-].
+bool valid_topic(std::string_view t) noexcept { return http::is_safe_id(t); }
 
 // A subscriber URL: exactly http://host[:port][/path], with a host the
 // client can dial (an IP literal or localhost: sluice has no DNS resolver).
@@ -398,14 +390,7 @@ service::state::state(config c, log_sink l)
       .name = "deliveries",
       .on_error =
           [this](std::string_view name, std::exception_ptr e) {
-            std::string what = "unknown exception";
-            try {
-              std::rethrow_exception(e);
-            } catch (const std::exception& ex) {
-              what = ex.what();
-            } catch (...) {
-            }
-            log("error", "delivery job threw", {{"pool", name}, {"error", what}});
+            log("error", "delivery job threw", {{"pool", name}, {"error", sluice::describe(e)}});
           },
   });
   limiter = std::make_shared<http::client_rate_limiter>(

@@ -1,6 +1,8 @@
 // Error codes for the expected outcomes of blocking calls.
 #pragma once
 
+#include <exception>
+#include <string>
 #include <system_error>
 #include <type_traits>
 
@@ -14,6 +16,11 @@ enum class errc {
   would_exceed_deadline = 4,  // rate: waiting would pass the context's deadline
   closed = 5,             // the pool, limiter or server is shut down
 };
+
+// What `e` holds, for a log line: its what() if it is a std::exception,
+// "unknown exception" otherwise (or if e is empty). Never throws except
+// std::bad_alloc. Go: err.Error().
+std::string describe(std::exception_ptr e);
 
 // The category of sluice::errc ("sluice").
 const std::error_category& error_category() noexcept;

@@ -521,15 +521,8 @@ class pool_state : public ref_counted {
         opts_.on_error(opts_.name, e);
         return;
       }
-      try {
-        std::rethrow_exception(e);
-      } catch (const std::exception& x) {
-        std::fprintf(stderr, "sluice: worker_pool \"%s\": job failed: %s\n", opts_.name.c_str(),
-                     x.what());
-      } catch (...) {
-        std::fprintf(stderr, "sluice: worker_pool \"%s\": job failed: unknown exception\n",
-                     opts_.name.c_str());
-      }
+      std::fprintf(stderr, "sluice: worker_pool \"%s\": job failed: %s\n", opts_.name.c_str(),
+                   describe(e).c_str());
     } catch (...) {
       std::fprintf(stderr, "sluice: worker_pool \"%s\": the error handler threw\n",
                    opts_.name.c_str());

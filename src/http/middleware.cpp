@@ -52,15 +52,6 @@ std::string now_rfc3339() {
   return buf;
 }
 
-bool sane_id(std::string_view id) noexcept {
-  if (id.empty() || id.size() > 128) return false;
-  for (char c : id) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    c == '.' || c == '_' || c == '-';
-    if (!ok) return false;
-  }
-  return true;
-}
 
 std::string new_id() {
   // A per-thread generator seeded once from the OS: ids need to be unique,
@@ -90,6 +81,16 @@ void set_rate_headers(response& res, const rate_limit_options& o, const rate::ve
 }
 
 }  // namespace
+
+bool is_safe_id(std::string_view id) noexcept {
+  if (id.empty() || id.size() > 128) return false;
+  for (char c : id) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '.' || c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
 
 handler chain(handler h, std::initializer_list<middleware> layers) {
   if (!h) throw std::invalid_argument("sluice::http::chain: empty handler");
@@ -141,7 +142,7 @@ middleware request_id(std::string header) {
   return [header](handler next) -> handler {
     return [header, next](request& req, response& res) -> task<void> {
       std::string id;
-      if (auto given = req.header().get(header); given && sane_id(*given)) {
+      if (auto given = req.header().get(header); given && is_safe_id(*given)) {
         id.assign(*given);
       } else {
         id = new_id();

@@ -277,6 +277,17 @@ class sluice_category : public std::error_category {
 };
 }  // namespace
 
+std::string describe(std::exception_ptr e) {
+  if (!e) return "unknown exception";
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    return ex.what();
+  } catch (...) {
+  }
+  return "unknown exception";
+}
+
 const std::error_category& error_category() noexcept {
   static const sluice_category cat;
   return cat;

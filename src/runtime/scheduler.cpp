@@ -555,13 +555,7 @@ void scheduler::handle_task_exception(task_record* t, std::exception_ptr e) noex
       std::terminate();
     }
   }
-  std::string what = "unknown exception";
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& ex) {
-    what = ex.what();
-  } catch (...) {
-  }
+  const std::string what = ::sluice::describe(e);
   std::cerr << "sluice: panic: uncaught exception in task " << info.id << ": " << what << "\n"
             << "task " << info.id << " [" << info.state << "]:\n  " << info.origin << "\n";
   std::terminate();

@@ -204,18 +204,11 @@ TEST(RelayShutdown, UnderLoadEveryAcceptedDeliveryIsDeliveredOrLoggedDropped) {
 
     http::client c;
     std::map<std::string, std::string> path_of;  // subscription id -> path
-    for (const char* path : {"/fast", "/stuck"}) {
-      sluice::http::client_request req;
-      req.method = "POST";
-      req.url = base + "/v1/topics/orders/subscriptions";
-      json body;
-      body["url"] = "http://" + sub.address + path;
-      req.body = body.dump();
-      auto [ctx, cancel] = sluice::with_timeout(sluice::context::background(), std::chrono::seconds(10));
-      auto r = co_await c.send(ctx, std::move(req));
-      cancel();
-      RELAY_CO_ASSERT(r.ok() && r.response.status == 201);
-      path_of[json::parse(r.response.body).value("id", std::string())] = path;
+    for (std::string path : {"/fast", "/stuck"}) {
+      std::string body = "{\"url\": \"http://" + sub.address + path + "\"}";
+      api_result r = co_await call(c, "POST", base + "/v1/topics/orders/subscriptions", std::move(body));
+      RELAY_CO_ASSERT(r.status == 201);
+      path_of[r.value.value("id", std::string())] = path;
     }
 
     // Load: four posters until told to stop.
@@ -311,23 +304,15 @@ TEST(RelayShutdown, NothingStuckDrainsWithNothingDropped) {
     const std::string addr = co_await listening_address(p);
     RELAY_CO_ASSERT(!addr.empty());
     http::client c;
-    {
-      sluice::http::client_request req;
-      req.method = "POST";
-      req.url = "http://" + addr + "/v1/topics/t/subscriptions";
-      req.body = "{\"url\": \"http://" + sub.address + "/fast\"}";
-      auto r = co_await c.send(sluice::context::background(), std::move(req));
-      RELAY_CO_ASSERT(r.ok() && r.response.status == 201);
-    }
+    std::string sub_body = "{\"url\": \"http://" + sub.address + "/fast\"}";
+    RELAY_CO_ASSERT((co_await call(c, "POST", "http://" + addr + "/v1/topics/t/subscriptions",
+                                   std::move(sub_body))).status == 201);
     std::vector<std::string> ids;
     for (int i = 0; i < 50; ++i) {
-      sluice::http::client_request req;
-      req.method = "POST";
-      req.url = "http://" + addr + "/v1/topics/t/events";
-      req.body = "{\"i\":" + std::to_string(i) + "}";
-      auto r = co_await c.send(sluice::context::background(), std::move(req));
-      RELAY_CO_ASSERT(r.ok() && r.response.status == 202);
-      ids.push_back(json::parse(r.response.body).value("id", std::string()));
+      std::string body = "{\"i\":" + std::to_string(i) + "}";
+      api_result r = co_await call(c, "POST", "http://" + addr + "/v1/topics/t/events", std::move(body));
+      RELAY_CO_ASSERT(r.status == 202);
+      ids.push_back(r.value.value("id", std::string()));
     }
     c.close_idle();
     p.signal(SIGTERM);
@@ -359,20 +344,10 @@ TEST(RelayShutdown, SecondInterruptExitsAtOnce) {
     const std::string addr = co_await listening_address(p);
     RELAY_CO_ASSERT(!addr.empty());
     http::client c;
-    {
-      sluice::http::client_request req;
-      req.method = "POST";
-      req.url = "http://" + addr + "/v1/topics/t/subscriptions";
-      req.body = "{\"url\": \"http://" + sub.address + "/stuck\"}";
-      auto r = co_await c.send(sluice::context::background(), std::move(req));
-      RELAY_CO_ASSERT(r.ok() && r.response.status == 201);
-      sluice::http::client_request ev;
-      ev.method = "POST";
-      ev.url = "http://" + addr + "/v1/topics/t/events";
-      ev.body = "{}";
-      auto e = co_await c.send(sluice::context::background(), std::move(ev));
-      RELAY_CO_ASSERT(e.ok() && e.response.status == 202);
-    }
+    std::string sub_body = "{\"url\": \"http://" + sub.address + "/stuck\"}";
+    RELAY_CO_ASSERT((co_await call(c, "POST", "http://" + addr + "/v1/topics/t/subscriptions",
+                                   std::move(sub_body))).status == 201);
+    RELAY_CO_ASSERT((co_await call(c, "POST", "http://" + addr + "/v1/topics/t/events", "{}")).status == 202);
     EXPECT_TRUE(co_await sl_test::until([&] { return seen->stuck.load() >= 1; }));
     c.close_idle();
     p.signal(SIGINT);

@@ -50,8 +50,12 @@ using log_sink = std::function<void(std::string_view line)>;
 // (net/http itself only logs and closes the connection).
 middleware recover(log_sink log = {});
 
-// Gives every request an id: the client's `header` value if it is a sane
-// token (1-128 characters of [A-Za-z0-9._-]), else a new random one. The id
+// Whether `id` is 1-128 characters of [A-Za-z0-9._-]: safe to echo in a
+// header, a log line, a path segment or a metric label.
+bool is_safe_id(std::string_view id) noexcept;
+
+// Gives every request an id: the client's `header` value if is_safe_id
+// holds for it, else a new random one. The id
 // is set on the request (so later middleware and the handler read it with
 // request_id()) and echoed on the response.
 middleware request_id(std::string header = "X-Request-Id");
