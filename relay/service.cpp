@@ -239,6 +239,10 @@ struct delivery {
   int attempt = 1;  // the attempt to make next
 };
 
+// A delivery handed to the pool, with the state it runs against. From the
+// frame allocator (dispatched once per attempt).
+struct pending_job;
+
 // How one attempt ended.
 enum class outcome { delivered, retry, failed, canceled };
 
@@ -266,9 +270,9 @@ struct service::state : std::enable_shared_from_this<state> {
   void release_slot(subscription& sub);
   task<void> run(context ctx, delivery d);
   task<attempt_result> attempt(const context& ctx, const delivery& d);
-  void schedule_retry(delivery d, clock::duration wait);
+  void schedule_retry(delivery d, clock::duration wait, const attempt_result& r);
   void dropped_unstarted(const delivery& d);
-  void finish(const delivery& d, dstatus s);
+  void finish(const delivery& d, dstatus s, int made, const attempt_result* r = nullptr);
   void outstanding_sub(std::int64_t n) noexcept;
   void update(const delivery& d, dstatus s, int attempts, const attempt_result* r);
 
@@ -327,6 +331,13 @@ struct service::state : std::enable_shared_from_this<state> {
 };
 
 namespace {
+
+struct pending_job {
+  std::shared_ptr<service::state> self;
+  delivery d;
+  static void* operator new(std::size_t n) { return sluice::detail::allocate_frame(n); }
+  static void operator delete(void* p, std::size_t n) noexcept { sluice::detail::deallocate_frame(p, n); }
+};
 
 http::client_options client_options_for(const config& c) {
   http::client_options o;
@@ -457,12 +468,10 @@ void service::state::update(const delivery& d, dstatus s, int attempts_made, con
   }
 }
 
-// A delivery reached its end: record it, count it, log it if dropped.
-void service::state::finish(const delivery& d, dstatus s) {
-  {
-    std::lock_guard lock(d.event->mu);
-    d.event->deliveries[d.index].status = s;
-  }
+// A delivery reached its end after `made` attempts (the last one's result in
+// *r, if it just ended): record it, count it, log it if dropped.
+void service::state::finish(const delivery& d, dstatus s, int made, const attempt_result* r) {
+  update(d, s, made, r);
   switch (s) {
     case dstatus::delivered: {
       delivered.fetch_add(1, std::memory_order_relaxed);
@@ -479,7 +488,7 @@ void service::state::finish(const delivery& d, dstatus s) {
       dropped.fetch_add(1, std::memory_order_relaxed);
       log("warn", "delivery dropped",
           {{"event", d.event->id()}, {"subscription", d.sub->id}, {"topic", d.event->topic},
-           {"attempts", d.attempt - 1}});
+           {"attempts", made}});
       break;
     default: break;
   }
@@ -506,7 +515,7 @@ void service::state::enqueue(delivery d) {
   }
   if (!start) {
     queued.fetch_sub(1, std::memory_order_acq_rel);
-    finish(d, dstatus::dropped);
+    finish(d, dstatus::dropped, d.attempt - 1);
     return;
   }
   dispatch(std::move(d));
@@ -515,11 +524,15 @@ void service::state::enqueue(delivery d) {
 // Hands a delivery that holds one of its subscription's slots to the pool.
 // After the stop the pool refuses it: it is dropped here.
 void service::state::dispatch(delivery d) {
-  auto self = shared_from_this();
   if (!stopped.load(std::memory_order_acquire)) {
+    // The job owns the pending_job; on_drop (which the pool calls before it
+    // destroys a job that never started) sees it through a plain pointer, so
+    // the std::function holds 8 bytes in place instead of a heap copy.
+    auto job = std::unique_ptr<pending_job>(new pending_job{shared_from_this(), d});
+    pending_job* p = job.get();
     const bool accepted = pool->try_submit(
-        [self, d](context ctx) { return self->run(std::move(ctx), d); },
-        sluice::job_options{.on_drop = [self, d](sluice::drop_reason) { self->dropped_unstarted(d); }});
+        [job = std::move(job)](context ctx) { return job->self->run(std::move(ctx), std::move(job->d)); },
+        sluice::job_options{.on_drop = [p](sluice::drop_reason) { p->self->dropped_unstarted(p->d); }});
     if (accepted) return;
   }
   dropped_unstarted(d);
@@ -528,7 +541,7 @@ void service::state::dispatch(delivery d) {
 void service::state::dropped_unstarted(const delivery& d) {
   queued.fetch_sub(1, std::memory_order_acq_rel);
   release_slot(*d.sub);
-  finish(d, dstatus::dropped);
+  finish(d, dstatus::dropped, d.attempt - 1);
 }
 
 // A delivery of `sub` left the pool: its slot goes to the next one waiting,
@@ -550,7 +563,7 @@ void service::state::release_slot(subscription& sub) {
   }
   for (auto& d : drop) {
     queued.fetch_sub(1, std::memory_order_acq_rel);
-    finish(d, dstatus::dropped);
+    finish(d, dstatus::dropped, d.attempt - 1);
   }
   if (next) dispatch(std::move(*next));
 }
@@ -605,22 +618,19 @@ task<void> service::state::run(context ctx, delivery d) {
     r.error = e.what();
   }
   in_flight.fetch_sub(1, std::memory_order_relaxed);
-  update(d, dstatus::in_flight, d.attempt, &r);
   release_slot(*d.sub);
+  // One update of the record per outcome: its status, attempts and result.
   switch (r.what) {
-    case outcome::delivered: finish(d, dstatus::delivered); break;
-    case outcome::failed: finish(d, dstatus::failed); break;
-    case outcome::canceled:
-      ++d.attempt;  // the log line reports the attempts made
-      finish(d, dstatus::dropped);
-      break;
+    case outcome::delivered: finish(d, dstatus::delivered, d.attempt, &r); break;
+    case outcome::failed: finish(d, dstatus::failed, d.attempt, &r); break;
+    case outcome::canceled: finish(d, dstatus::dropped, d.attempt, &r); break;
     case outcome::retry:
       if (d.attempt >= cfg.max_attempts) {
-        finish(d, dstatus::failed);
+        finish(d, dstatus::failed, d.attempt, &r);
       } else {
         const clock::duration wait =
             backoff.delay(d.attempt, sluice::detail::retry_unit_random(), r.retry_after);
-        schedule_retry(std::move(d), wait);
+        schedule_retry(std::move(d), wait, r);
       }
       break;
   }
@@ -630,11 +640,10 @@ namespace {
 task<void> wait_then_retry(std::shared_ptr<service::state> s, delivery d, clock::duration wait) {
   auto r = co_await sluice::select(sluice::after(wait), sluice::done(s->stop.ctx));
   if (r.index() == 0 && !s->stopped.load(std::memory_order_acquire)) {
-    s->update(d, dstatus::pending, d.attempt - 1, nullptr);
-    s->enqueue(std::move(d));
+    s->enqueue(std::move(d));  // still `pending` in the record
   } else {
     s->queued.fetch_sub(1, std::memory_order_acq_rel);
-    s->finish(d, dstatus::dropped);
+    s->finish(d, dstatus::dropped, d.attempt - 1);
   }
   s->retry_waits.done();
 }
@@ -642,16 +651,16 @@ task<void> wait_then_retry(std::shared_ptr<service::state> s, delivery d, clock:
 
 // A retry joins the queue at once (it counts while it waits out its backoff)
 // and is never refused for room: it was promised when its event was accepted.
-void service::state::schedule_retry(delivery d, clock::duration wait) {
+void service::state::schedule_retry(delivery d, clock::duration wait, const attempt_result& r) {
   const int made = d.attempt;
   ++d.attempt;
   if (stopped.load(std::memory_order_acquire)) {
-    finish(d, dstatus::dropped);
+    finish(d, dstatus::dropped, made, &r);
     return;
   }
   retries.fetch_add(1, std::memory_order_relaxed);
   queued.fetch_add(1, std::memory_order_acq_rel);
-  update(d, dstatus::pending, made, nullptr);
+  update(d, dstatus::pending, made, &r);
   retry_waits.add(1);
   sluice::go(wait_then_retry, shared_from_this(), std::move(d), wait);
 }
