@@ -406,7 +406,10 @@ TEST(RelayDelivery, RetriesUntil2xxGivesUpAfterMaxAttemptsAndNeverRetriesA4xx) {
     for (const auto& id : events) {
       json ev = co_await until_final(c, r, id);
       RELAY_CO_ASSERT(ev["deliveries"].size() == cases.size());
-      for (const auto& [sub_id, path] : path_of) {
+      for (const auto& entry : path_of) {
+        // Named copies: clang 14 cannot capture structured bindings in a lambda.
+        const std::string& sub_id = entry.first;
+        const std::string& path = entry.second;
         const json d = delivery_to(ev, sub_id);
         RELAY_CO_ASSERT(!d.is_null());
         const auto& e = *std::find_if(cases.begin(), cases.end(), [&](const expect& x) { return x.path == path; });
