@@ -883,22 +883,19 @@ void service::state::collect(http::prometheus_writer& out) const {
   out.sample("sluice_relay_events_total", {{"result", "queue_full"}}, d(r.events_rejected_queue_full));
   out.sample("sluice_relay_events_total", {{"result", "shutting_down"}},
              d(r.events_rejected_shutting_down));
-  out.family("sluice_relay_queue_depth", "gauge",
-             "Deliveries waiting to start (for a slot, a worker or a retry's backoff).");
-  out.sample("sluice_relay_queue_depth", {}, d(r.queued));
-  out.family("sluice_relay_queue_capacity", "gauge", "--queue.");
-  out.sample("sluice_relay_queue_capacity", {}, d(cfg.queue));
-  out.family("sluice_relay_deliveries_in_flight", "gauge", "Deliveries being POSTed now.");
-  out.sample("sluice_relay_deliveries_in_flight", {}, d(r.in_flight));
-  out.family("sluice_relay_deliveries_outstanding", "gauge",
-             "Accepted deliveries not yet delivered, failed or dropped.");
-  out.sample("sluice_relay_deliveries_outstanding", {}, d(r.outstanding));
-  out.family("sluice_relay_subscriptions", "gauge", "Subscriptions, all topics.");
-  out.sample("sluice_relay_subscriptions", {}, d(r.subscriptions));
-  out.family("sluice_relay_events_retained", "gauge", "Events kept for GET /v1/events/{id}.");
-  out.sample("sluice_relay_events_retained", {}, d(r.events_retained));
-  out.family("sluice_relay_draining", "gauge", "1 once the shutdown began.");
-  out.sample("sluice_relay_draining", {}, draining.load(std::memory_order_relaxed) ? 1.0 : 0.0);
+  const auto gauge = [&](std::string_view name, std::string_view help, double v) {
+    out.family(name, "gauge", help);
+    out.sample(name, {}, v);
+  };
+  gauge("sluice_relay_queue_depth", "Deliveries waiting to start (for a slot, a worker or a retry's backoff).",
+        d(r.queued));
+  gauge("sluice_relay_queue_capacity", "--queue.", d(cfg.queue));
+  gauge("sluice_relay_deliveries_in_flight", "Deliveries being POSTed now.", d(r.in_flight));
+  gauge("sluice_relay_deliveries_outstanding", "Accepted deliveries not yet delivered, failed or dropped.",
+        d(r.outstanding));
+  gauge("sluice_relay_subscriptions", "Subscriptions, all topics.", d(r.subscriptions));
+  gauge("sluice_relay_events_retained", "Events kept for GET /v1/events/{id}.", d(r.events_retained));
+  gauge("sluice_relay_draining", "1 once the shutdown began.", draining.load(std::memory_order_relaxed) ? 1.0 : 0.0);
   sluice::duration_summary lat;
   {
     std::lock_guard lock(latency_mu);

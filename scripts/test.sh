@@ -38,26 +38,22 @@ done
 # The HTTP connection's parse-and-dispatch path under libFuzzer (+ASan/UBSan)
 # for a bounded time; any crash, leak or sanitizer report fails the run.
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
+run_fuzzer() {  # run_fuzzer NAME SECONDS: build/fuzz/bin/sluice-fuzz-NAME on a copy of fuzz/corpus/NAME
+  local name=$1 seconds=$2 corpus=$root/build/fuzz/corpus-$1
+  stage "fuzz $name: run ${seconds}s"
+  mkdir -p "$corpus"
+  cp -n fuzz/corpus/"$name"/* "$corpus"/
+  build/fuzz/bin/sluice-fuzz-"$name" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+    -print_final_stats=1 "$corpus" 2>&1 | tail -n 15
+  test "${PIPESTATUS[0]}" -eq 0
+}
 if ((FUZZ_SECONDS > 0)); then
   stage "fuzz: build"
   cmake --preset fuzz
   cmake --build --preset fuzz
-  stage "fuzz: run ${FUZZ_SECONDS}s"
-  corpus=$root/build/fuzz/corpus-http
-  mkdir -p "$corpus"
-  cp -n fuzz/corpus/http/* "$corpus"/
-  build/fuzz/bin/sluice-fuzz-http -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 \
-    -print_final_stats=1 "$corpus" 2>&1 | tail -n 15
-  test "${PIPESTATUS[0]}" -eq 0
+  run_fuzzer http "$FUZZ_SECONDS"
   # json_valid (the relay's body check) against nlohmann, half as long.
-  json_seconds=$(((FUZZ_SECONDS + 1) / 2))
-  stage "fuzz json: run ${json_seconds}s"
-  corpus=$root/build/fuzz/corpus-json
-  mkdir -p "$corpus"
-  cp -n fuzz/corpus/json/* "$corpus"/
-  build/fuzz/bin/sluice-fuzz-json -max_total_time="$json_seconds" -timeout=10 -rss_limit_mb=2048 \
-    -print_final_stats=1 "$corpus" 2>&1 | tail -n 15
-  test "${PIPESTATUS[0]}" -eq 0
+  run_fuzzer json $(((FUZZ_SECONDS + 1) / 2))
 fi
 
 if [[ -f $contract ]]; then
