@@ -114,6 +114,16 @@ struct json_scanner {
     }
   }
 
+  // An object member's name and its colon (whitespace around both).
+  bool member_name() noexcept {
+    ws();
+    if (p >= e || *p != '"' || !string()) return false;
+    ws();
+    if (p >= e || *p != ':') return false;
+    ++p;
+    return true;
+  }
+
   static bool digit(unsigned char c) noexcept { return c >= '0' && c <= '9'; }
 
   // At '-' or a digit.
@@ -190,10 +200,7 @@ bool json_valid(std::string_view text) noexcept {
             break;
           }
           push('{');
-          if (s.p >= s.e || *s.p != '"' || !s.string()) return false;
-          s.ws();
-          if (s.p >= s.e || *s.p != ':') return false;
-          ++s.p;
+          if (!s.member_name()) return false;
           continue;  // the member's value
         case '[':
           ++s.p;
@@ -229,13 +236,7 @@ bool json_valid(std::string_view text) noexcept {
         const char c = top();
         if (*s.p == ',') {
           ++s.p;
-          if (c == '{') {
-            s.ws();
-            if (s.p >= s.e || *s.p != '"' || !s.string()) return false;
-            s.ws();
-            if (s.p >= s.e || *s.p != ':') return false;
-            ++s.p;
-          }
+          if (c == '{' && !s.member_name()) return false;
           break;  // the next value
         }
         if ((c == '[' && *s.p == ']') || (c == '{' && *s.p == '}')) {
