@@ -199,17 +199,26 @@ std::string url::origin() const { return scheme + "://" + host + ":" + std::to_s
 
 // ---- the default transport and dialer ---------------------------------------------------
 
+// read and write hand out the stream's own task (no frame of their own).
 task<net::io_result> tcp_transport::read(const context& ctx, std::span<char> buffer) {
+  return stream_.read(ctx, buffer);
+}
+
+task<net::io_result> tcp_transport::read_reply(const context& ctx, std::span<char> buffer) {
+  // Waiting first is safe with edge-triggered readiness: the reply's bytes
+  // arrive after this call, and their arrival raises a new edge.
+  if (const std::error_code ec = co_await stream_.wait_readable(ctx)) co_return net::io_result{0, ec};
   co_return co_await stream_.read(ctx, buffer);
 }
 
 task<net::io_result> tcp_transport::write(const context& ctx, std::string_view data) {
-  co_return co_await stream_.write(ctx, data);
+  return stream_.write(ctx, data);
 }
 
-bool tcp_transport::reusable() noexcept {
+bool tcp_transport::reusable(clock::duration idle_for) noexcept {
   const int fd = stream_.native_handle();
   if (fd < 0) return false;
+  if (idle_for < unprobed_idle && !stream_.input_reported()) return true;
   char b;
   for (;;) {
     const ssize_t n = ::recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
@@ -355,16 +364,19 @@ struct client::state {
     conn_list doomed;
     std::unique_ptr<transport> c;
     for (;;) {
+      clock::duration idle_for;
       {
         std::lock_guard lock(mu);
-        drop_expired_locked(hp, clock::now(), doomed);
+        const clock::time_point now = clock::now();
+        drop_expired_locked(hp, now, doomed);
         if (hp.idle.empty()) break;
         c = std::move(hp.idle.back().conn);
+        idle_for = now - hp.idle.back().since;
         hp.idle.pop_back();
         --idle_total;
       }
       // Outside the lock: the probe is the transport's code.
-      if (c->reusable()) break;
+      if (c->reusable(idle_for)) break;
       doomed.push_back(std::move(c));
     }
     stale.fetch_add(doomed.size(), std::memory_order_relaxed);
@@ -523,8 +535,13 @@ task<exchange_outcome> exchange(const context& ctx, transport& conn, std::string
     co_return o;
   }
   std::unique_ptr<char[]> buf(new char[read_chunk]);
-  for (;;) {
-    const net::io_result r = co_await conn.read(ctx, std::span<char>(buf.get(), read_chunk));
+  for (bool first = true;; ) {
+    const std::span<char> into(buf.get(), read_chunk);
+    // (Not `co_await (first ? a : b)`: g++ 12 mishandles a task temporary in
+    // a conditional operand of co_await.)
+    task<net::io_result> next = first ? conn.read_reply(ctx, into) : conn.read(ctx, into);
+    first = false;
+    const net::io_result r = co_await std::move(next);
     if (r.error) {
       o.error = r.error;
       o.message = "read response: " + r.error.message();
