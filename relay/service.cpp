@@ -292,7 +292,11 @@ struct service::state : std::enable_shared_from_this<state> {
   // Subscriptions (bounded by max_subscriptions).
   mutable std::mutex subs_mu;
   std::unordered_map<std::string, std::shared_ptr<subscription>> subs;
-  std::unordered_map<std::string, std::vector<std::shared_ptr<subscription>>> by_topic;
+  // Copy on write: a post takes the topic's current list with one reference
+  // count, not a copy of every subscription's pointer; a change of the list
+  // (rare) builds a new one.
+  using sub_list = std::vector<std::shared_ptr<subscription>>;
+  std::unordered_map<std::string, std::shared_ptr<const sub_list>> by_topic;
 
   // Events, the newest retain_events of them: a ring indexed by sequence
   // number (slot seq % retain_events), grown as events arrive, each new
@@ -547,12 +551,13 @@ void service::state::dropped_unstarted(const delivery& d) {
 // A delivery of `sub` left the pool: its slot goes to the next one waiting,
 // or, after the stop, everything waiting is dropped.
 void service::state::release_slot(subscription& sub) {
-  std::deque<delivery> drop;
+  // (An optional: libstdc++ allocates for a deque as it is constructed.)
+  std::optional<std::deque<delivery>> drop;
   std::optional<delivery> next;
   {
     std::lock_guard lock(sub.mu);
     if (stopped.load(std::memory_order_acquire)) {
-      drop.swap(sub.waiting);
+      drop.emplace().swap(sub.waiting);
       --sub.in_flight;
     } else if (!sub.waiting.empty()) {
       next.emplace(std::move(sub.waiting.front()));  // the slot passes on
@@ -561,9 +566,11 @@ void service::state::release_slot(subscription& sub) {
       --sub.in_flight;
     }
   }
-  for (auto& d : drop) {
-    queued.fetch_sub(1, std::memory_order_acq_rel);
-    finish(d, dstatus::dropped, d.attempt - 1);
+  if (drop) {
+    for (auto& d : *drop) {
+      queued.fetch_sub(1, std::memory_order_acq_rel);
+      finish(d, dstatus::dropped, d.attempt - 1);
+    }
   }
   if (next) dispatch(std::move(*next));
 }
@@ -572,6 +579,7 @@ task<attempt_result> service::state::attempt(const context& ctx, const delivery&
   http::client_request req;
   req.method = "POST";
   req.url = d.sub->url;
+  req.header.reserve(4);
   req.header.add("Content-Type", "application/json");
   req.header.add("X-Sluice-Event-Id", d.event->id());
   req.header.add("X-Sluice-Topic", d.event->topic);
@@ -696,7 +704,10 @@ void service::state::create_subscription(http::request& req, http::response& res
       return;
     }
     subs.emplace(sub->id, sub);
-    by_topic[topic].push_back(sub);
+    std::shared_ptr<const sub_list>& list = by_topic[topic];
+    auto grown = list ? std::make_shared<sub_list>(*list) : std::make_shared<sub_list>();
+    grown->push_back(sub);
+    list = std::move(grown);
   }
   res.header().set("Location", "/v1/subscriptions/" + sub->id);
   http::write_json(res, 201, {{"id", sub->id}, {"topic", topic}, {"url", url}});
@@ -712,7 +723,7 @@ void service::state::list_subscriptions(http::request& req, http::response& res)
   {
     std::lock_guard lock(subs_mu);
     if (auto it = by_topic.find(std::string(topic)); it != by_topic.end()) {
-      for (const auto& s : it->second) out.push_back({{"id", s->id}, {"url", s->url}});
+      for (const auto& s : *it->second) out.push_back({{"id", s->id}, {"url", s->url}});
     }
   }
   http::write_json(res, 200, out);
@@ -729,9 +740,14 @@ void service::state::delete_subscription(http::request& req, http::response& res
       http::write_json_error(res, 404, "no subscription " + id);
       return;
     }
-    auto& list = by_topic[it->second->topic];
-    std::erase(list, it->second);
-    if (list.empty()) by_topic.erase(it->second->topic);
+    const auto list = by_topic.find(it->second->topic);  // a subscription's topic is listed
+    auto shrunk = std::make_shared<sub_list>(*list->second);
+    std::erase(*shrunk, it->second);
+    if (shrunk->empty()) {
+      by_topic.erase(list);
+    } else {
+      list->second = std::move(shrunk);
+    }
     subs.erase(it);
   }
   res.set_status(204);
@@ -766,11 +782,13 @@ void service::state::post_event(http::request& req, http::response& res) {
     http::write_json_error(res, 400, "invalid JSON body");
     return;
   }
-  std::vector<std::shared_ptr<subscription>> targets;
+  std::shared_ptr<const sub_list> subscribed;
   {
     std::lock_guard lock(subs_mu);
-    if (auto it = by_topic.find(topic); it != by_topic.end()) targets = it->second;
+    if (auto it = by_topic.find(topic); it != by_topic.end()) subscribed = it->second;
   }
+  static const sub_list nobody;
+  const sub_list& targets = subscribed ? *subscribed : nobody;
   const auto n = static_cast<std::int64_t>(targets.size());
   // All or nothing: reserve every delivery's place in the queue, or none.
   std::int64_t cur = queued.load(std::memory_order_acquire);

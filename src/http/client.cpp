@@ -20,6 +20,7 @@
 // code). A connection goes back to its idle list before its slot is released,
 // so the request the slot goes to (the semaphore is FIFO) finds it there.
 #include "response_parser.hpp"
+#include "token.hpp"
 
 #include <sluice/http/client.hpp>
 #include <sluice/semaphore.hpp>
@@ -84,26 +85,6 @@ bool v6_char(char c) noexcept {
   return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || c == ':' || c == '.';
 }
 
-// RFC 9110 §5.6.2 tchar.
-bool token_char(char c) noexcept {
-  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
-  switch (c) {
-    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
-    case '-': case '.': case '^': case '_': case '`': case '|': case '~':
-      return true;
-    default:
-      return false;
-  }
-}
-
-bool is_token(std::string_view s) noexcept {
-  if (s.empty()) return false;
-  for (char c : s) {
-    if (!token_char(c)) return false;
-  }
-  return true;
-}
-
 // A field value may hold visible characters, spaces and tabs (and obs-text),
 // never CR, LF, NUL or another control: those would split the request.
 bool valid_field_value(std::string_view s) noexcept {
@@ -126,7 +107,8 @@ url url::parse(std::string_view text) {
   const std::size_t sep = text.find("://");
   if (sep == std::string_view::npos) bad_url(text, "expected scheme://host");
   url u;
-  for (char c : text.substr(0, sep)) u.scheme.push_back(lower(c));
+  u.scheme.assign(text.substr(0, sep));
+  for (char& c : u.scheme) c = lower(c);
   if (u.scheme != "http" && u.scheme != "https") bad_url(text, "the scheme must be http or https");
   std::string_view rest = text.substr(sep + 3);
   const std::size_t auth_end = rest.find_first_of("/?#");
@@ -163,7 +145,8 @@ url url::parse(std::string_view text) {
     }
   }
   if (host.empty()) bad_url(text, "missing host");
-  for (char c : host) u.host.push_back(lower(c));
+  u.host.assign(host);
+  for (char& c : u.host) c = lower(c);
 
   u.port = default_port(u.scheme);
   if (has_port) {
@@ -195,7 +178,14 @@ std::string url::host_header() const {
   return host + ":" + std::to_string(port);
 }
 
-std::string url::origin() const { return scheme + "://" + host + ":" + std::to_string(port); }
+std::string url::origin() const {
+  char digits[8];
+  const auto end = std::to_chars(digits, digits + sizeof digits, port).ptr;
+  std::string o;
+  o.reserve(scheme.size() + host.size() + 4 + static_cast<std::size_t>(end - digits));
+  o.append(scheme).append("://").append(host).append(":").append(digits, end);
+  return o;
+}
 
 // ---- the default transport and dialer ---------------------------------------------------
 
@@ -390,12 +380,14 @@ struct client::state {
   void put_idle(host_pool& hp, std::unique_ptr<transport> c) noexcept {
     conn_list doomed;
     try {
-      doomed.reserve(2);
       std::lock_guard lock(mu);
       const clock::time_point now = clock::now();
       if (closed || opts.max_idle_per_host == 0) {
-        doomed.push_back(std::move(c));
+        doomed.push_back(std::move(c));  // if this throws, c is still ours
       } else {
+        // Room for the one pushed out, before anything moves: the usual
+        // return (under the bound) allocates nothing here.
+        if (hp.idle.size() >= opts.max_idle_per_host) doomed.reserve(1);
         hp.idle.push_back(detail::idle_conn{std::move(c), now});
         ++idle_total;
         if (hp.idle.size() > opts.max_idle_per_host) {
@@ -454,6 +446,7 @@ struct client::state {
 namespace {
 
 constexpr std::size_t read_chunk = 16 * 1024;
+constexpr std::size_t small_read = 512;
 // Bodies up to this size go out in the same write as the head.
 constexpr std::size_t coalesce_limit = 64 * 1024;
 
@@ -475,37 +468,40 @@ bool client_framing_field(std::string_view name) noexcept {
          iequals(name, "transfer-encoding");
 }
 
-std::string request_head(const client_request& req, const url& u, const std::string& user_agent) {
+// `room`: bytes the caller will append (a coalesced body).
+std::string request_head(const client_request& req, const url& u, const std::string& user_agent,
+                         std::size_t room) {
+  using namespace std::string_view_literals;  // appends without strlen
   std::string h;
-  h.reserve(128 + req.header.size() * 48);
-  h.append(req.method).append(" ").append(u.target).append(" HTTP/1.1\r\nHost: ");
+  h.reserve(128 + req.header.size() * 48 + room);
+  h.append(req.method).append(" "sv).append(u.target).append(" HTTP/1.1\r\nHost: "sv);
   if (auto host = req.header.get("host")) {
     h.append(*host);
   } else {
     h.append(u.host_header());
   }
-  h.append("\r\n");
+  h.append("\r\n"sv);
   if (!user_agent.empty() && !req.header.has("user-agent")) {
-    h.append("User-Agent: ").append(user_agent).append("\r\n");
+    h.append("User-Agent: "sv).append(user_agent).append("\r\n"sv);
   }
   for (const auto& f : req.header) {
     if (client_framing_field(f.name)) continue;
-    h.append(f.name).append(": ").append(f.value).append("\r\n");
+    h.append(f.name).append(": "sv).append(f.value).append("\r\n"sv);
   }
   const std::string_view m = req.method;
   if (!req.body.empty() || m == "POST" || m == "PUT" || m == "PATCH") {
-    h.append("Content-Length: ").append(std::to_string(req.body.size())).append("\r\n");
+    h.append("Content-Length: "sv).append(std::to_string(req.body.size())).append("\r\n"sv);
   }
-  h.append("\r\n");
+  h.append("\r\n"sv);
   return h;
 }
 
 void check_request(const client_request& req) {
-  if (!is_token(req.method)) {
+  if (!detail::is_token(req.method)) {
     throw std::invalid_argument("sluice::http::client: invalid method \"" + req.method + "\"");
   }
   for (const auto& f : req.header) {
-    if (!is_token(f.name)) {
+    if (!detail::is_token(f.name)) {
       throw std::invalid_argument("sluice::http::client: invalid header name \"" + f.name + "\"");
     }
     if (!valid_field_value(f.value)) {
@@ -534,9 +530,13 @@ task<exchange_outcome> exchange(const context& ctx, transport& conn, std::string
     o.retryable = connection_gone(w.error);
     co_return o;
   }
-  std::unique_ptr<char[]> buf(new char[read_chunk]);
+  // Most responses (a webhook's "200 OK") fit in a small buffer in this
+  // frame; one that fills it switches to a heap buffer of read_chunk bytes
+  // for the rest, so a large body does not cost a read per 512 bytes.
+  char small[small_read];
+  std::unique_ptr<char[]> big;
   for (bool first = true;; ) {
-    const std::span<char> into(buf.get(), read_chunk);
+    const std::span<char> into = big ? std::span<char>(big.get(), read_chunk) : std::span<char>(small);
     // (Not `co_await (first ? a : b)`: g++ 12 mishandles a task temporary in
     // a conditional operand of co_await.)
     task<net::io_result> next = first ? conn.read_reply(ctx, into) : conn.read(ctx, into);
@@ -555,7 +555,7 @@ task<exchange_outcome> exchange(const context& ctx, transport& conn, std::string
       o.retryable = !parser.started();
       co_return o;
     }
-    const auto f = parser.feed(buf.get(), r.bytes);
+    const auto f = parser.feed(into.data(), r.bytes);
     if (f.st == detail::response_parser::status::failed) {
       o.error = parser.error();
       o.message = std::string("read response: ") + parser.reason();
@@ -567,7 +567,28 @@ task<exchange_outcome> exchange(const context& ctx, transport& conn, std::string
       o.keep_alive = parser.keep_alive() && f.consumed == r.bytes;
       co_return o;
     }
+    if (!big && r.bytes == into.size()) big.reset(new char[read_chunk]);
   }
+}
+
+// url::parse of the URL this thread sent to last, remembered: a client
+// mostly sends to the same few URLs (a relay's subscriber, a backend), and
+// parsing costs more than comparing. The reference is good until the next
+// call on this thread (copy it before suspending).
+const url& parsed_url(const std::string& text) {
+  struct memo {
+    std::string text;
+    url parsed;
+    bool valid = false;
+  };
+  thread_local memo last;
+  if (!last.valid || last.text != text) {
+    last.valid = false;
+    last.parsed = url::parse(text);  // throws for a bad URL: nothing is remembered
+    last.text = text;
+    last.valid = true;
+  }
+  return last.parsed;
 }
 
 std::string describe_duration(clock::duration d) {
@@ -655,13 +676,14 @@ client::~client() {
 task<client_result> client::send(context ctx, client_request req) {
   std::shared_ptr<state> s = s_;
   if (req.method.empty()) req.method = "GET";
-  const url u = url::parse(req.url);
+  const url u = parsed_url(req.url);  // a copy: send suspends
   check_request(req);
   const bool is_head = req.method == "HEAD";
   const bool close_after = iequals(req.header.get_or("connection", ""), "close");
-  std::string wire = request_head(req, u, s->opts.user_agent);
+  const bool coalesce = req.body.size() <= coalesce_limit;
+  std::string wire = request_head(req, u, s->opts.user_agent, coalesce ? req.body.size() : 0);
   std::string_view separate_body;
-  if (req.body.size() <= coalesce_limit) {
+  if (coalesce) {
     wire.append(req.body);
   } else {
     separate_body = req.body;
@@ -709,6 +731,7 @@ task<client_result> client::send(context ctx, client_request req) {
       }
       conn = std::move(d.conn);
     }
+    out.response.header.reserve(8);  // one allocation for a typical response's fields
     detail::response_parser parser(s->limits, out.response, is_head);
     exchange_outcome o = co_await exchange(ctx, *conn, wire, separate_body, parser);
     if (!o.error) {

@@ -1,6 +1,9 @@
 #include <sluice/http/json.hpp>
 
+#include <bit>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -61,10 +64,36 @@ struct json_scanner {
   static bool cont(unsigned char c) noexcept { return (c & 0xC0) == 0x80; }
 
   // At the opening quote.
+  // A mask with the high bit set in every byte of the eight at q that needs
+  // a look: < 0x20, >= 0x80, '"' or '\\'. (x - 0x01..) & ~x & 0x80.. flags
+  // the zero bytes of x; with 0x20.. the bytes below 0x20 (bytes with the
+  // high bit are caught by the second term). A borrow can flag a byte above
+  // a flagged one falsely, never below it, so the lowest flag is exact.
+  static std::uint64_t look_mask(const unsigned char* q) noexcept {
+    constexpr std::uint64_t ones = 0x0101010101010101ULL;
+    constexpr std::uint64_t high = 0x8080808080808080ULL;
+    std::uint64_t v;
+    std::memcpy(&v, q, sizeof v);
+    const auto zeros = [](std::uint64_t x) { return (x - ones) & ~x & high; };
+    return ((v - ones * 0x20) & ~v & high) | (v & high) | zeros(v ^ (ones * '"')) |
+           zeros(v ^ (ones * '\\'));
+  }
+
   bool string() noexcept {
     ++p;
     for (;;) {
-      // Plain ASCII runs are the common case.
+      // Plain ASCII runs are the common case: eight bytes at a time up to
+      // the first that needs a look (a control character, a quote, a
+      // backslash or a non-ASCII byte), then byte by byte.
+      if constexpr (std::endian::native == std::endian::little) {  // the lowest byte comes first
+        while (e - p >= 8) {
+          if (const std::uint64_t m = look_mask(p)) {
+            p += std::countr_zero(m) / 8;
+            break;
+          }
+          p += 8;
+        }
+      }
       while (p < e && *p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\') ++p;
       if (p >= e) return false;
       const unsigned char c = *p;

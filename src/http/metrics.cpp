@@ -271,15 +271,10 @@ http_metrics::http_metrics(std::size_t max_series) : max_series_(max_series) {
 }
 
 http_metrics::series* http_metrics::find_series(std::string_view route, std::string_view method, int code) {
-  const auto key = std::make_tuple(std::string(route), std::string(method), code);
-  {
-    std::shared_lock lock(mu_);
-    auto it = series_.find(key);
-    if (it != series_.end()) return it->second.get();
-  }
   std::unique_lock lock(mu_);
-  auto it = series_.find(key);
+  auto it = series_.find(std::make_tuple(route, method, code));
   if (it != series_.end()) return it->second.get();
+  const auto key = std::make_tuple(std::string(route), std::string(method), code);
   if (series_.size() >= max_series_) {
     // Bounded: everything beyond the limit shares one "other" series per code.
     auto other = std::make_tuple(std::string("other"), std::string("other"), code);
@@ -293,11 +288,6 @@ http_metrics::series* http_metrics::find_series(std::string_view route, std::str
 }
 
 http_metrics::route_hist* http_metrics::find_hist(std::string_view route) {
-  {
-    std::shared_lock lock(mu_);
-    auto it = hists_.find(route);
-    if (it != hists_.end()) return it->second.get();
-  }
   std::unique_lock lock(mu_);
   auto it = hists_.find(route);
   if (it != hists_.end()) return it->second.get();
@@ -309,8 +299,21 @@ http_metrics::route_hist* http_metrics::find_hist(std::string_view route) {
 
 void http_metrics::observe(std::string_view route, std::string_view method, int code, clock::duration d) {
   if (route.empty()) route = "unmatched";
-  find_series(route, method, code)->count.fetch_add(1, std::memory_order_relaxed);
-  route_hist* h = find_hist(route);
+  // The usual case: both exist; one shared lock, no key built (the maps
+  // compare string_views with their keys).
+  series* s = nullptr;
+  route_hist* h = nullptr;
+  {
+    std::shared_lock lock(mu_);
+    if (auto it = series_.find(std::make_tuple(route, method, code)); it != series_.end()) {
+      s = it->second.get();
+    }
+    if (auto it = hists_.find(route); it != hists_.end()) h = it->second.get();
+  }
+  // First sightings: find_series / find_hist add them (exclusively).
+  if (s == nullptr) s = find_series(route, method, code);
+  if (h == nullptr) h = find_hist(route);
+  s->count.fetch_add(1, std::memory_order_relaxed);
   h->buckets[duration_summary::bucket_of(d)].fetch_add(1, std::memory_order_relaxed);
   h->count.fetch_add(1, std::memory_order_relaxed);
   h->sum_ns.fetch_add(d.count(), std::memory_order_relaxed);

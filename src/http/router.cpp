@@ -5,6 +5,8 @@
 // with a handler for the method is the most specific one.
 #include <sluice/http/router.hpp>
 
+#include "token.hpp"
+
 #include <algorithm>
 #include <stdexcept>
 #include <string>
@@ -61,11 +63,6 @@ bool valid_name(std::string_view n) noexcept {
     if (!alpha && !(i > 0 && c >= '0' && c <= '9')) return false;
   }
   return true;
-}
-
-bool token_char(char c) noexcept {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-         std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
 }
 
 std::vector<std::string_view> split(std::string_view path) {
@@ -271,7 +268,7 @@ router& router::handle(std::string_view pattern, handler h) {
     method.assign(rest.substr(0, sp));
     rest.remove_prefix(sp);
     while (!rest.empty() && (rest.front() == ' ' || rest.front() == '\t')) rest.remove_prefix(1);
-    if (method.empty() || !std::all_of(method.begin(), method.end(), token_char)) {
+    if (method.empty() || !std::all_of(method.begin(), method.end(), detail::token_char)) {
       throw bad("invalid method");
     }
   }

@@ -66,6 +66,8 @@ class headers {
   void set(std::string_view name, std::string_view value);
   // Removes every field named `name`; returns how many. Go: h.Del.
   std::size_t erase(std::string_view name) noexcept;
+  // Room for `n` fields without reallocating (a request about to be built).
+  void reserve(std::size_t n) { fields_.reserve(n); }
   // Removes every field (keeping storage for reuse).
   void clear() noexcept { size_ = 0; }
   // Frees the storage too.

@@ -126,6 +126,7 @@ class http_metrics {
     std::atomic<std::uint64_t> count{0};
     std::atomic<std::int64_t> sum_ns{0};
   };
+  // Find or add, under the exclusive lock (observe looks first under the shared one).
   series* find_series(std::string_view route, std::string_view method, int code);
   route_hist* find_hist(std::string_view route);
 
