@@ -571,24 +571,27 @@ task<exchange_outcome> exchange(const context& ctx, transport& conn, std::string
   }
 }
 
-// url::parse of the URL this thread sent to last, remembered: a client
-// mostly sends to the same few URLs (a relay's subscriber, a backend), and
-// parsing costs more than comparing. The reference is good until the next
-// call on this thread (copy it before suspending).
-const url& parsed_url(const std::string& text) {
-  struct memo {
-    std::string text;
-    url parsed;
-    bool valid = false;
-  };
-  thread_local memo last;
+// url::parse of the URL this thread sent to last, and its origin (the pool's
+// key), remembered: a client mostly sends to the same few URLs (a relay's
+// subscriber, a backend), and parsing costs more than comparing. Good until
+// the next call on this thread: copy what must outlive a suspension.
+struct url_memo {
+  std::string text;
+  url parsed;
+  std::string origin;
+  bool valid = false;
+};
+
+const url_memo& remembered_url(const std::string& text) {
+  thread_local url_memo last;
   if (!last.valid || last.text != text) {
     last.valid = false;
     last.parsed = url::parse(text);  // throws for a bad URL: nothing is remembered
+    last.origin = last.parsed.origin();
     last.text = text;
     last.valid = true;
   }
-  return last.parsed;
+  return last;
 }
 
 std::string describe_duration(clock::duration d) {
@@ -676,7 +679,8 @@ client::~client() {
 task<client_result> client::send(context ctx, client_request req) {
   std::shared_ptr<state> s = s_;
   if (req.method.empty()) req.method = "GET";
-  const url u = parsed_url(req.url);  // a copy: send suspends
+  const url_memo& memo = remembered_url(req.url);  // used before the first suspension only
+  const url u = memo.parsed;
   check_request(req);
   const bool is_head = req.method == "HEAD";
   const bool close_after = iequals(req.header.get_or("connection", ""), "close");
@@ -704,7 +708,7 @@ task<client_result> client::send(context ctx, client_request req) {
     co_return out;
   }
 
-  lease_guard lease(s.get(), u.origin());
+  lease_guard lease(s.get(), memo.origin);
   host_pool& hp = *lease.hp;
   slot_guard slot;
   if (!hp.slots.try_acquire(1)) {

@@ -63,16 +63,7 @@ class signal_hub {
 
   void remove(detail::context_node* node) noexcept {
     std::lock_guard lock(mu_);
-    auto it = std::find_if(regs_.begin(), regs_.end(), [&](const reg& r) { return r.node == node; });
-    if (it == regs_.end()) return;
-    for (int s : it->signals) {
-      if (--counts_[s] == 0) {
-        sigaction(s, &saved_[s], nullptr);
-        counts_.erase(s);
-        saved_.erase(s);
-      }
-    }
-    regs_.erase(it);
+    remove_locked(node);
   }
 
   ~signal_hub() {
@@ -88,6 +79,20 @@ class signal_hub {
     detail::context_node* node;
     std::vector<int> signals;
   };
+
+  // Unregisters node, restoring the saved handlers it was the last user of.
+  void remove_locked(detail::context_node* node) noexcept {
+    auto it = std::find_if(regs_.begin(), regs_.end(), [&](const reg& r) { return r.node == node; });
+    if (it == regs_.end()) return;
+    for (int s : it->signals) {
+      if (--counts_[s] == 0) {
+        sigaction(s, &saved_[s], nullptr);
+        counts_.erase(s);
+        saved_.erase(s);
+      }
+    }
+    regs_.erase(it);
+  }
 
   void start_locked() {
     if (thread_.joinable()) return;
@@ -115,8 +120,12 @@ class signal_hub {
             hit.push_back(g.node);
           }
         }
+        // Unregistered before they are cancelled: whoever sees a context done
+        // (and calls its stop) finds the previous handlers back already.
+        for (detail::context_node* n : hit) remove_locked(n);
       }
-      // Cancel outside mu_: cancellation unregisters (on_cancel), which locks it.
+      // Cancel outside mu_: cancellation unregisters (on_cancel, a no-op by
+      // now), which locks it.
       for (detail::context_node* n : hit) {
         n->cancel(errc::canceled);
         detail::ref_counted::release(n);

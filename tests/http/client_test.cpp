@@ -907,6 +907,42 @@ TEST(HttpClient, MalformedUrlsThrowInvalidArgument) {
   });
 }
 
+// send() remembers the last URL it parsed on a thread: alternating URLs, and
+// a bad one in between, must each still go where they say.
+TEST(HttpClient, EveryRequestGoesToItsOwnUrl) {
+  sl_test::run_checked([]() -> task<void> {
+    test_server a(echo);
+    test_server b(echo);
+    {
+      http::client c;
+      const auto target_of = [&](std::string u) -> task<std::string> {
+        auto r = co_await c.get(bg(), std::move(u));
+        EXPECT_TRUE(r.ok()) << r.error_message;
+        co_return r.response.body.substr(0, r.response.body.find('\n', 4));  // "GET\n<target>"
+      };
+      for (int round = 0; round < 3; ++round) {
+        EXPECT_EQ(co_await target_of(url_of(a, "/a")), "GET\n/a");
+        EXPECT_EQ(co_await target_of(url_of(a, "/a")), "GET\n/a");
+        EXPECT_EQ(co_await target_of(url_of(b, "/b?x=1")), "GET\n/b?x=1");
+        bool thrown = false;
+        try {
+          (void)co_await c.get(bg(), "http://[::1/");
+        } catch (const std::invalid_argument&) {
+          thrown = true;
+        }
+        EXPECT_TRUE(thrown);
+        EXPECT_EQ(co_await target_of(url_of(b, "/b?x=1")), "GET\n/b?x=1");
+      }
+      // One pooled connection per server, each reused.
+      EXPECT_EQ(c.stats().connections_dialed, 2u);
+      EXPECT_EQ(a.srv->stats().requests, 6u);
+      EXPECT_EQ(b.srv->stats().requests, 6u);
+    }
+    EXPECT_FALSE(co_await a.stop());
+    EXPECT_FALSE(co_await b.stop());
+  });
+}
+
 TEST(HttpClient, InvalidMethodOrHeaderThrowsInvalidArgument) {
   sl_test::run_checked([]() -> task<void> {
     http::client c;
