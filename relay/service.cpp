@@ -703,11 +703,20 @@ void service::state::create_subscription(http::request& req, http::response& res
                              "subscription limit reached (" + std::to_string(cfg.max_subscriptions) + ")");
       return;
     }
-    subs.emplace(sub->id, sub);
-    std::shared_ptr<const sub_list>& list = by_topic[topic];
-    auto grown = list ? std::make_shared<sub_list>(*list) : std::make_shared<sub_list>();
+    // Out of memory anywhere here leaves both maps as they were (and the
+    // recover middleware answers 500): the new list is built first, and a
+    // failed topic insert takes the subscription back out.
+    const auto listed = by_topic.find(topic);
+    auto grown = listed != by_topic.end() ? std::make_shared<sub_list>(*listed->second)
+                                          : std::make_shared<sub_list>();
     grown->push_back(sub);
-    list = std::move(grown);
+    const auto [added, inserted] = subs.emplace(sub->id, sub);
+    try {
+      by_topic[topic] = std::move(grown);
+    } catch (...) {
+      if (inserted) subs.erase(added);
+      throw;
+    }
   }
   res.header().set("Location", "/v1/subscriptions/" + sub->id);
   http::write_json(res, 201, {{"id", sub->id}, {"topic", topic}, {"url", url}});

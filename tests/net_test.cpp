@@ -101,32 +101,6 @@ TEST(Net, FromFdAdoptsASocketpairEnd) {
   ::close(p[1]);
 }
 
-TEST(Net, InputReportedFollowsThePollersNews) {
-  sl_test::run_checked([]() -> sl::task<void> {
-    int fds[2];
-    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
-    auto a = net::tcp_stream::from_fd(fds[0]);
-    auto b = net::tcp_stream::from_fd(fds[1]);
-    EXPECT_FALSE(b.input_reported());  // nothing sent yet
-    co_await a.write(sl::context::background(), "x");
-    // The poller collects the edge when a worker next polls.
-    EXPECT_TRUE(co_await sl_test::until([&] { return b.input_reported(); }));
-    // A wait consumes the report; the byte is still there to read.
-    EXPECT_FALSE(co_await b.wait_readable(sl::context::background()));
-    EXPECT_FALSE(b.input_reported());
-    char buf[4];
-    const auto r = co_await b.read(sl::context::background(), std::span<char>(buf, sizeof buf));
-    EXPECT_EQ(r.bytes, 1u);
-    // The peer's close is news that stays: no wait consumes a hang-up.
-    a.close();
-    EXPECT_TRUE(co_await sl_test::until([&] { return b.input_reported(); }));
-    EXPECT_FALSE(co_await b.wait_readable(sl::context::background()));
-    EXPECT_TRUE(b.input_reported());
-    b.close();
-    EXPECT_TRUE(b.input_reported());  // a closed stream: nothing to trust
-  });
-}
-
 TEST(Net, ShutdownWriteGivesPeerEndOfStream) {
   sl_test::run_checked([]() -> sl::task<void> {
     auto ln = net::tcp_listener::listen("127.0.0.1:0");

@@ -92,15 +92,6 @@ class tcp_stream {
   task<std::error_code> wait_readable(const context& ctx,
                                       clock::time_point deadline = clock::time_point::max());
 
-  // Without a system call: has the netpoller reported input, end of stream or
-  // an error for reading that no wait has consumed yet? false means
-  // nothing arrived as far as the poller knows -- a hint, not a promise: an
-  // event the kernel just raised may not have been collected yet, and true
-  // may be stale (a read that took the bytes does not clear it). Lets a
-  // connection pool skip probing a connection it used a moment ago. A closed
-  // stream answers true. Go: no equivalent (its pool has a reader per conn).
-  bool input_reported() const noexcept;
-
   // Calls `cancel` once the peer hangs up (half-closes, resets, or the socket
   // fails) — at once if that was already reported — so work done on the
   // peer's behalf stops while nobody is reading the socket. One watch at a

@@ -195,8 +195,9 @@ task<net::io_result> tcp_transport::read(const context& ctx, std::span<char> buf
 }
 
 task<net::io_result> tcp_transport::read_reply(const context& ctx, std::span<char> buffer) {
-  // Waiting first is safe with edge-triggered readiness: the reply's bytes
-  // arrive after this call, and their arrival raises a new edge.
+  // Waiting first is safe with edge-triggered readiness: a reply that came
+  // before the wait left the ready flag set (the wait returns at once), and
+  // one that comes after raises a new edge. A stale flag costs one EAGAIN.
   if (const std::error_code ec = co_await stream_.wait_readable(ctx)) co_return net::io_result{0, ec};
   co_return co_await stream_.read(ctx, buffer);
 }
@@ -205,10 +206,9 @@ task<net::io_result> tcp_transport::write(const context& ctx, std::string_view d
   return stream_.write(ctx, data);
 }
 
-bool tcp_transport::reusable(clock::duration idle_for) noexcept {
+bool tcp_transport::reusable() noexcept {
   const int fd = stream_.native_handle();
   if (fd < 0) return false;
-  if (idle_for < unprobed_idle && !stream_.input_reported()) return true;
   char b;
   for (;;) {
     const ssize_t n = ::recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
@@ -354,19 +354,16 @@ struct client::state {
     conn_list doomed;
     std::unique_ptr<transport> c;
     for (;;) {
-      clock::duration idle_for;
       {
         std::lock_guard lock(mu);
-        const clock::time_point now = clock::now();
-        drop_expired_locked(hp, now, doomed);
+        drop_expired_locked(hp, clock::now(), doomed);
         if (hp.idle.empty()) break;
         c = std::move(hp.idle.back().conn);
-        idle_for = now - hp.idle.back().since;
         hp.idle.pop_back();
         --idle_total;
       }
       // Outside the lock: the probe is the transport's code.
-      if (c->reusable(idle_for)) break;
+      if (c->reusable()) break;
       doomed.push_back(std::move(c));
     }
     stale.fetch_add(doomed.size(), std::memory_order_relaxed);

@@ -272,7 +272,7 @@ http_metrics::http_metrics(std::size_t max_series) : max_series_(max_series) {
 
 http_metrics::series* http_metrics::find_series(std::string_view route, std::string_view method, int code) {
   std::unique_lock lock(mu_);
-  auto it = series_.find(std::make_tuple(route, method, code));
+  auto it = series_.find(series_view(route, method, code));
   if (it != series_.end()) return it->second.get();
   const auto key = std::make_tuple(std::string(route), std::string(method), code);
   if (series_.size() >= max_series_) {
@@ -305,7 +305,7 @@ void http_metrics::observe(std::string_view route, std::string_view method, int 
   route_hist* h = nullptr;
   {
     std::shared_lock lock(mu_);
-    if (auto it = series_.find(std::make_tuple(route, method, code)); it != series_.end()) {
+    if (auto it = series_.find(series_view(route, method, code)); it != series_.end()) {
       s = it->second.get();
     }
     if (auto it = hists_.find(route); it != hists_.end()) h = it->second.get();

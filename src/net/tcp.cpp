@@ -233,10 +233,6 @@ task<std::error_code> tcp_stream::wait_readable(const context& ctx, clock::time_
   return poll_wait(s_->pd, io_dir::read, ctx, deadline);
 }
 
-bool tcp_stream::input_reported() const noexcept {
-  return s_ == nullptr || sluice::detail::poll_read_reported(s_->pd);
-}
-
 void tcp_stream::cancel_on_hangup(const cancel_func& cancel) noexcept {
   if (s_ == nullptr) return;
   sluice::detail::poll_watch_hangup(s_->pd, cancel.node());

@@ -160,13 +160,6 @@ task<std::error_code> poll_wait(poll_desc* d, io_dir dir, const context& ctx,
   return poll_wait_until(d, dir, ctx, deadline);
 }
 
-bool poll_read_reported(poll_desc* d) noexcept {
-  d->mu.lock();
-  const bool news = d->ready[0] || d->hangup || d->closing;
-  d->mu.unlock();
-  return news;
-}
-
 void poll_watch_hangup(poll_desc* d, context_node* ctx_node) noexcept {
   if (ctx_node != nullptr) ctx_node->add_ref();
   d->mu.lock();

@@ -89,9 +89,5 @@ task<std::error_code> poll_wait(poll_desc* d, io_dir dir, const context& ctx,
 // already has; replaces a previous watch. nullptr clears the watch. The desc
 // keeps a reference to the node while it watches.
 void poll_watch_hangup(poll_desc* d, context_node* ctx_node) noexcept;
-// True if the poller has reported input, end of stream or an error for
-// reading that no wait consumed yet (or the desc is closing). A hint: an
-// event the kernel raised may not have been collected by any epoll_wait yet.
-bool poll_read_reported(poll_desc* d) noexcept;
 
 }  // namespace sluice::detail

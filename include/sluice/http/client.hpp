@@ -132,7 +132,7 @@ class transport {
   // Writes all of `data` unless an error or ctx stops it. Go: conn.Write.
   virtual task<net::io_result> write(const context& ctx, std::string_view data) = 0;
   // The first read of a response, called right after its request was
-  // written. The reply cannot be there yet, so a transport may wait for
+  // written. The reply is rarely there yet, so a transport may wait for
   // readiness before its first attempt (saving a read that would find
   // nothing). Default: read().
   virtual task<net::io_result> read_reply(const context& ctx, std::span<char> buffer) {
@@ -140,9 +140,8 @@ class transport {
   }
   // Without blocking: can this idle connection carry another request? False
   // if the peer has closed it, reset it or sent bytes nobody asked for.
-  // Called just before an idle connection is reused; `idle_for` is how long
-  // it sat in the pool.
-  virtual bool reusable(clock::duration idle_for) noexcept = 0;
+  // Called just before an idle connection is reused.
+  virtual bool reusable() noexcept = 0;
   // Closes the connection (idempotent). Must not block.
   virtual void close() noexcept = 0;
 };
@@ -150,21 +149,17 @@ class transport {
 // The transport for plain HTTP: a net::tcp_stream. A TLS transport would wrap
 // one the same way (its dialer connects the stream, handshakes, and returns
 // itself). reusable() peeks at the socket (MSG_PEEK | MSG_DONTWAIT): end of
-// stream, an error or unexpected bytes mean "not reusable". A connection idle
-// for less than `unprobed_idle` whose socket the netpoller has reported
-// nothing for is reused without the peek: a server closes an idle connection
-// after its idle timeout (seconds) or when it shuts down, and for the second
-// the peek only narrows a race it cannot close (the FIN may be in flight).
-// Go probes never; its pool relies on a reader that notices the close.
+// stream, an error or unexpected bytes mean "not reusable". (The netpoller's
+// readiness is no substitute: a busy worker collects it only between batches
+// of work, so a FIN or stray bytes may sit in the kernel unreported.)
 // read_reply waits for readiness before its first read.
 class tcp_transport final : public transport {
  public:
-  static constexpr clock::duration unprobed_idle = std::chrono::milliseconds(100);
   explicit tcp_transport(net::tcp_stream stream) noexcept : stream_(std::move(stream)) {}
   task<net::io_result> read(const context& ctx, std::span<char> buffer) override;
   task<net::io_result> read_reply(const context& ctx, std::span<char> buffer) override;
   task<net::io_result> write(const context& ctx, std::string_view data) override;
-  bool reusable(clock::duration idle_for) noexcept override;
+  bool reusable() noexcept override;
   void close() noexcept override { stream_.close(); }
   net::tcp_stream& stream() noexcept { return stream_; }
 

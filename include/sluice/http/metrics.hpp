@@ -30,6 +30,7 @@
 #include <shared_mutex>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -132,7 +133,21 @@ class http_metrics {
 
   const std::size_t max_series_;
   mutable std::shared_mutex mu_;
-  std::map<std::tuple<std::string, std::string, int>, std::unique_ptr<series>, std::less<>> series_;
+  // (route, method, code); looked up by string_views without building a key.
+  using series_key = std::tuple<std::string, std::string, int>;
+  using series_view = std::tuple<std::string_view, std::string_view, int>;
+  struct series_less {
+    using is_transparent = void;
+    static series_view view(const series_key& k) noexcept {
+      return {std::get<0>(k), std::get<1>(k), std::get<2>(k)};
+    }
+    static const series_view& view(const series_view& k) noexcept { return k; }
+    template <class A, class B>
+    bool operator()(const A& a, const B& b) const noexcept {
+      return view(a) < view(b);
+    }
+  };
+  std::map<series_key, std::unique_ptr<series>, series_less> series_;
   std::map<std::string, std::unique_ptr<route_hist>, std::less<>> hists_;
   std::atomic<std::int64_t> in_flight_{0};
 };
