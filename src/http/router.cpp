@@ -268,7 +268,7 @@ router& router::handle(std::string_view pattern, handler h) {
     method.assign(rest.substr(0, sp));
     rest.remove_prefix(sp);
     while (!rest.empty() && (rest.front() == ' ' || rest.front() == '\t')) rest.remove_prefix(1);
-    if (method.empty() || !std::all_of(method.begin(), method.end(), detail::token_char)) {
+    if (!detail::is_token(method)) {
       throw bad("invalid method");
     }
   }
