@@ -35,6 +35,17 @@ struct json_scanner {
   void ws() noexcept {
     while (p < e && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) ++p;
   }
+  // At '{' or '[': steps over it, and over `close` too when the container
+  // is empty (true then).
+  bool opens_empty(unsigned char close) noexcept {
+    ++p;
+    ws();
+    if (p < e && *p == close) {
+      ++p;
+      return true;
+    }
+    return false;
+  }
   bool literal(const char* word, std::size_t n) noexcept {
     if (static_cast<std::size_t>(e - p) < n) return false;
     for (std::size_t i = 0; i < n; ++i) {
@@ -222,22 +233,12 @@ bool json_valid(std::string_view text) noexcept {
       if (s.p >= s.e) return false;
       switch (*s.p) {
         case '{':
-          ++s.p;
-          s.ws();
-          if (s.p < s.e && *s.p == '}') {
-            ++s.p;
-            break;
-          }
+          if (s.opens_empty('}')) break;
           push('{');
           if (!s.member_name()) return false;
           continue;  // the member's value
         case '[':
-          ++s.p;
-          s.ws();
-          if (s.p < s.e && *s.p == ']') {
-            ++s.p;
-            break;
-          }
+          if (s.opens_empty(']')) break;
           push('[');
           continue;  // the first element
         case '"':
