@@ -163,6 +163,7 @@ TEST(HttpRouter, MalformedPatternsThrow) {
   EXPECT_THROW(mux.handle("", h), std::invalid_argument);
   EXPECT_THROW(mux.handle("example.com/x", h), std::invalid_argument);  // host patterns
   EXPECT_THROW(mux.handle("GET", h), std::invalid_argument);
+  EXPECT_THROW(mux.handle("G(T /x", h), std::invalid_argument);  // not a token method
   EXPECT_THROW(mux.handle("/a/{x", h), std::invalid_argument);
   EXPECT_THROW(mux.handle("/a/x{y}", h), std::invalid_argument);
   EXPECT_THROW(mux.handle("/a/{1x}", h), std::invalid_argument);
