@@ -255,3 +255,68 @@ TEST(Introspection, NothingToReportOutsideARuntime) {
   EXPECT_EQ(dump(), "");
   EXPECT_THROW(sl::testing::leak_check(), std::logic_error);
 }
+
+// The registry under churn: tasks spawned on every worker finish on others
+// while a reader lists and counts them, and enough tasks stay parked at once
+// that each spawner's segment must grow several times. Every parked task must
+// be listed exactly once, and the count must come back to where it started.
+TEST(Introspection, RegistryStaysExactUnderChurnAndGrowth) {
+  sl_test::run_checked(
+      []() -> sl::task<void> {
+        const std::size_t before = sl::num_tasks();
+        constexpr int spawners = 4;
+        constexpr int parked_each = 1500;  // 6,000 parked: many 512-slot chunks
+        constexpr int short_each = 20'000;
+        sl::chan<int> gate;
+        sl::wait_group spawned;
+        spawned.add(spawners);
+        std::atomic<long> short_done{0};
+        for (int s = 0; s < spawners; ++s) {
+          sl::go(
+              [](sl::chan<int> gate, sl::wait_group* spawned, std::atomic<long>* done, int seed)
+                  -> sl::task<void> {
+                std::uint64_t x = static_cast<std::uint64_t>(seed) * 0x9E3779B97F4A7C15ULL + 1;
+                int parked = 0;
+                for (int i = 0; i < short_each + parked_each; ++i) {
+                  x ^= x << 13;
+                  x ^= x >> 7;
+                  x ^= x << 17;
+                  const bool park = parked < parked_each &&
+                                    (x % (short_each + parked_each) < parked_each ||
+                                     short_each + parked_each - i <= parked_each - parked);
+                  if (park) {
+                    ++parked;
+                    sl::go(parked_on_recv, gate);
+                  } else {
+                    sl::go([](std::atomic<long>* d) -> sl::task<void> {
+                      d->fetch_add(1, std::memory_order_relaxed);
+                      co_return;
+                    }, done);
+                  }
+                  if (x % 64 == 0) co_await sl::yield();
+                }
+                spawned->done();
+              },
+              gate, &spawned, &short_done, s + 1);
+        }
+        // Read while the churn goes on.
+        std::size_t reads = 0;
+        while (short_done.load() < static_cast<long>(spawners) * short_each) {
+          const std::vector<sl::task_info> tasks = sl::list_tasks();
+          std::set<std::uint64_t> ids;
+          for (const auto& t : tasks) ids.insert(t.id);
+          EXPECT_EQ(ids.size(), tasks.size());
+          EXPECT_GE(sl::num_tasks(), before);
+          ++reads;
+          co_await sl::yield();
+        }
+        co_await spawned.wait();
+        EXPECT_GT(reads, 0u);
+        EXPECT_TRUE(co_await sl_test::until_parked("chan receive", spawners * parked_each));
+        EXPECT_EQ(sl_test::tasks_in("chan receive"), static_cast<std::size_t>(spawners * parked_each));
+        gate.close();
+        EXPECT_TRUE(co_await sl_test::until([&] { return sl::num_tasks() == before; }));
+        EXPECT_EQ(sl::list_tasks().size(), before);
+      },
+      sl::runtime_options{.workers = 4});
+}

@@ -83,63 +83,22 @@ void push_local(worker* w, task_record* t) noexcept {
 
 }  // namespace
 
-// ---- registry -------------------------------------------------------------------
-
-void registry::add(task_record* t, std::size_t shard_index) noexcept {
-  shard& s = shards_[shard_index % shards_.size()];
-  t->reg_shard = static_cast<std::uint16_t>(shard_index % shards_.size());
-  s.mu.lock();
-  t->reg_prev = nullptr;
-  t->reg_next = s.head;
-  if (s.head != nullptr) s.head->reg_prev = t;
-  s.head = t;
-  ++s.count;
-  t->registered = true;
-  s.mu.unlock();
-}
-
-void registry::remove(task_record* t) noexcept {
-  shard& s = shards_[t->reg_shard];
-  s.mu.lock();
-  if (t->registered) {
-    if (t->reg_prev != nullptr) {
-      t->reg_prev->reg_next = t->reg_next;
-    } else {
-      s.head = t->reg_next;
-    }
-    if (t->reg_next != nullptr) t->reg_next->reg_prev = t->reg_prev;
-    t->registered = false;
-    --s.count;
-  }
-  s.mu.unlock();
-}
-
-std::size_t registry::count() const noexcept {
-  std::size_t n = 0;
-  for (const shard& s : shards_) {
-    s.mu.lock();
-    n += s.count;
-    s.mu.unlock();
-  }
-  return n;
-}
-
-std::vector<task_record*> registry::snapshot() const {
-  std::vector<task_record*> out;
-  for_each([&](task_record& t) { out.push_back(&t); });
-  return out;
-}
-
 // ---- scheduler ------------------------------------------------------------------
 
-scheduler::scheduler(const runtime_options& opts) : opts_(opts), registry_(1) {
+namespace {
+unsigned checked_workers(const runtime_options& opts) {
   if (opts.workers < 1 || static_cast<unsigned>(opts.workers) > max_workers) {
     throw std::invalid_argument("sluice::runtime_options::workers must be between 1 and " +
                                 std::to_string(max_workers) + ", got " +
                                 std::to_string(opts.workers));
   }
+  return static_cast<unsigned>(opts.workers);
+}
+}  // namespace
+
+scheduler::scheduler(const runtime_options& opts)
+    : opts_(opts), registry_(checked_workers(opts)) {
   const auto n = static_cast<unsigned>(opts.workers);
-  registry_ = registry(n);
   workers_.reserve(n);
   for (unsigned i = 0; i < n; ++i) {
     auto w = std::make_unique<worker>();
@@ -194,7 +153,7 @@ void scheduler::submit_new(task_record* t, const task_origin& origin) {
     wakep();
   } else {
     t->id = id_blocks_.fetch_add(1, std::memory_order_relaxed);
-    registry_.add(t, 0);
+    registry_.add(t, registry::foreign);
     global_push_batch(t, t, 1);
   }
 }

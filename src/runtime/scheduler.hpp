@@ -22,6 +22,7 @@
 //     each with the nearest timer of any worker as timeout.
 #pragma once
 
+#include "registry.hpp"
 #include "run_queue.hpp"
 
 #include <sluice/detail/task_record.hpp>
@@ -70,34 +71,6 @@ struct alignas(64) worker {
   std::thread thread;  // empty for worker 0 (the thread that called run)
 };
 
-// Registry of live tasks (for num_tasks, dump_tasks, leak_check). Sharded by the
-// worker that spawned the task so registration is an uncontended lock.
-class registry {
- public:
-  explicit registry(std::size_t shards) : shards_(shards) {}
-  void add(task_record* t, std::size_t shard) noexcept;
-  void remove(task_record* t) noexcept;
-  std::size_t count() const noexcept;
-  // Calls f(record) for every live task, holding one shard lock at a time.
-  template <class F>
-  void for_each(F&& f) const {
-    for (const shard& s : shards_) {
-      s.mu.lock();
-      for (task_record* t = s.head; t != nullptr; t = t->reg_next) f(*t);
-      s.mu.unlock();
-    }
-  }
-  std::vector<task_record*> snapshot() const;
-
- private:
-  struct alignas(64) shard {
-    mutable spinlock mu;
-    task_record* head = nullptr;
-    std::size_t count = 0;
-  };
-  std::vector<shard> shards_;
-};
-
 class scheduler {
  public:
   explicit scheduler(const runtime_options& opts);
@@ -114,6 +87,8 @@ class scheduler {
   // Destroys every task still alive (newest first, the main task last).
   void destroy_remaining(task_record* main) noexcept;
 
+  // Registers t and makes it runnable. Throws std::bad_alloc (when the
+  // registry must grow) before t is registered or queued.
   void submit_new(task_record* t, const task_origin& origin);
   void ready(task_record* t, bool next) noexcept;
 
