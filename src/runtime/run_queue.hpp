@@ -66,6 +66,15 @@ class local_queue {
       task_record* t = buf_[h % capacity].load(std::memory_order_relaxed);
       if (head_.compare_exchange_weak(h, h + 1, std::memory_order_release,
                                       std::memory_order_acquire)) {
+        // Tasks often arrive here from another worker (stolen, or made by a
+        // spawner on another core), so their records are on lines that core
+        // wrote. Start fetching the next one while this one runs.
+        if (tl - h > 1) {
+          const char* next = reinterpret_cast<const char*>(
+              buf_[(h + 1) % capacity].load(std::memory_order_relaxed));
+          __builtin_prefetch(next);
+          __builtin_prefetch(next + 64);
+        }
         return t;
       }
     }
