@@ -9,7 +9,7 @@
 namespace sluice::detail {
 
 void timer_heap::update_earliest() noexcept {
-  earliest_.store(heap_.empty() ? none : to_ns(heap_[0]->when), std::memory_order_release);
+  earliest_.store(heap_.empty() ? none : heap_[0].when, std::memory_order_release);
 }
 
 void timer_heap::add_locked(timer_node* n, clock::time_point when) {
@@ -18,8 +18,8 @@ void timer_heap::add_locked(timer_node* n, clock::time_point when) {
 }
 
 void timer_heap::add_locked(timer_node* n) {
-  heap_.push_back(n);
-  place(heap_.size() - 1, n);
+  heap_.push_back(entry{to_ns(n->when), n});
+  place(heap_.size() - 1, heap_.back());
   n->heap.store(this, std::memory_order_relaxed);
   n->home.store(this, std::memory_order_release);
   sift_up(heap_.size() - 1);
@@ -29,14 +29,14 @@ void timer_heap::add_locked(timer_node* n) {
 bool timer_heap::remove_locked(timer_node* n) noexcept {
   if (n->heap.load(std::memory_order_relaxed) != this) return false;
   const std::size_t i = static_cast<std::size_t>(n->index);
-  timer_node* last = heap_.back();
+  const entry last = heap_.back();
   heap_.pop_back();
   n->heap.store(nullptr, std::memory_order_relaxed);
   n->index = -1;
   if (i < heap_.size()) {
     place(i, last);
     sift_up(i);
-    sift_down(static_cast<std::size_t>(last->index));
+    sift_down(static_cast<std::size_t>(last.node->index));
   }
   update_earliest();
   return true;
@@ -58,10 +58,10 @@ bool timer_heap::remove(timer_node* n) noexcept {
 }
 
 void timer_heap::sift_up(std::size_t i) noexcept {
-  timer_node* n = heap_[i];
+  const entry n = heap_[i];
   while (i > 0) {
     const std::size_t parent = (i - 1) / 4;
-    if (heap_[parent]->when <= n->when) break;
+    if (heap_[parent].when <= n.when) break;
     place(i, heap_[parent]);
     i = parent;
   }
@@ -69,7 +69,7 @@ void timer_heap::sift_up(std::size_t i) noexcept {
 }
 
 void timer_heap::sift_down(std::size_t i) noexcept {
-  timer_node* n = heap_[i];
+  const entry n = heap_[i];
   const std::size_t size = heap_.size();
   for (;;) {
     const std::size_t first = i * 4 + 1;
@@ -77,9 +77,9 @@ void timer_heap::sift_down(std::size_t i) noexcept {
     std::size_t best = first;
     const std::size_t end = first + 4 < size ? first + 4 : size;
     for (std::size_t c = first + 1; c < end; ++c) {
-      if (heap_[c]->when < heap_[best]->when) best = c;
+      if (heap_[c].when < heap_[best].when) best = c;
     }
-    if (n->when <= heap_[best]->when) break;
+    if (n.when <= heap_[best].when) break;
     place(i, heap_[best]);
     i = best;
   }
@@ -93,8 +93,9 @@ std::size_t timer_heap::run_expired_locked(clock::time_point now) {
   // this one. A small fixed batch keeps this allocation-free.
   timer_node* deferred[32];
   std::size_t ndeferred = 0;
-  while (!heap_.empty() && heap_[0]->when <= now && ndeferred < 32) {
-    timer_node* n = heap_[0];
+  const std::int64_t now_ns = to_ns(now);
+  while (!heap_.empty() && heap_[0].when <= now_ns && ndeferred < 32) {
+    timer_node* n = heap_[0].node;
     remove_locked(n);
     ++fired;
     if (n->fire_locked) {
@@ -110,17 +111,17 @@ std::size_t timer_heap::run_expired_locked(clock::time_point now) {
 
 void timer_heap::clear() {
   mu_.lock();
-  std::vector<timer_node*> left;
+  std::vector<entry> left;
   left.swap(heap_);
-  for (timer_node* n : left) {
-    n->heap.store(nullptr, std::memory_order_relaxed);
-    n->home.store(nullptr, std::memory_order_relaxed);  // this heap is going away
-    n->index = -1;
+  for (const entry& e : left) {
+    e.node->heap.store(nullptr, std::memory_order_relaxed);
+    e.node->home.store(nullptr, std::memory_order_relaxed);  // this heap is going away
+    e.node->index = -1;
   }
   update_earliest();
   mu_.unlock();
-  for (timer_node* n : left) {
-    if (n->drop != nullptr) n->drop(n);
+  for (const entry& e : left) {
+    if (e.node->drop != nullptr) e.node->drop(e.node);
   }
 }
 
