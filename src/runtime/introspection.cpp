@@ -32,9 +32,8 @@ std::vector<task_info> list_tasks() {
   std::vector<task_info> out;
   detail::scheduler* s = detail::current_scheduler();
   if (s == nullptr) return out;
-  // Origins are immutable once registered, the slot's release/acquire orders us
-  // after registration, and the chunk lock keeps the record from being freed
-  // while we describe it.
+  // Origins are immutable once registered and the list lock orders us after
+  // registration and keeps the record from being freed while we describe it.
   s->tasks().for_each([&](const detail::task_record& t) { out.push_back(detail::describe(t)); });
   std::sort(out.begin(), out.end(),
             [](const task_info& a, const task_info& b) { return a.id < b.id; });

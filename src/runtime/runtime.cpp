@@ -68,12 +68,7 @@ void start_root(root_base* r, const task_origin& origin) {
     throw std::logic_error(
         "sluice::go/spawn must be called from inside a runtime (within sluice::run)");
   }
-  try {
-    w->sched->submit_new(&r->rec, origin);  // throws only bad_alloc, before t is queued
-  } catch (...) {
-    r->finish(r, true);
-    throw;
-  }
+  w->sched->submit_new(&r->rec, origin);
 }
 
 void unregister_root(root_base* r) noexcept {
@@ -138,12 +133,7 @@ void runtime::run_main(detail::root_base* main, const detail::task_origin& origi
     throw;
   }
   main->rec.is_main = true;
-  try {
-    sched->submit_new(&main->rec, origin);
-  } catch (...) {
-    main->finish(main, true);
-    throw;
-  }
+  sched->submit_new(&main->rec, origin);
   sched->run_workers();
   sched->destroy_remaining(&main->rec);
 }

@@ -153,7 +153,7 @@ void scheduler::submit_new(task_record* t, const task_origin& origin) {
     wakep();
   } else {
     t->id = id_blocks_.fetch_add(1, std::memory_order_relaxed);
-    registry_.add(t, registry::foreign);
+    registry_.add(t, 0);
     global_push_batch(t, t, 1);
   }
 }

@@ -87,8 +87,6 @@ class scheduler {
   // Destroys every task still alive (newest first, the main task last).
   void destroy_remaining(task_record* main) noexcept;
 
-  // Registers t and makes it runnable. Throws std::bad_alloc (when the
-  // registry must grow) before t is registered or queued.
   void submit_new(task_record* t, const task_origin& origin);
   void ready(task_record* t, bool next) noexcept;
 

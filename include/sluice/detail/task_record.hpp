@@ -11,7 +11,6 @@
 namespace sluice::detail {
 
 class scheduler;
-struct registry_chunk;
 
 // What a task is blocked on; shown by dump_tasks (Go's "[chan receive]").
 enum class wait_reason : std::uint8_t {
@@ -57,13 +56,14 @@ struct task_record {
   std::coroutine_handle<> resume_point;  // innermost suspended coroutine of this task
   scheduler* sched = nullptr;
   std::uint64_t id = 0;
-  // where the registry keeps this task (set by registry::add)
-  std::atomic<task_record*>* reg_slot = nullptr;
-  registry_chunk* reg_chunk = nullptr;
+  // registry links (guarded by the lock of list reg_list)
+  task_record* reg_prev = nullptr;
+  task_record* reg_next = nullptr;
   task_origin origin;
   std::atomic<wait_reason> reason{wait_reason::runnable};
   bool registered = false;
   bool is_main = false;
+  std::uint16_t reg_list = 0;
 };
 
 // The task running on this thread, or nullptr outside a task. Defined out of
