@@ -2,7 +2,9 @@
 //
 // Invariants (all under mu_):
 //   * node->heap == this  <=>  node is in heap_ at node->index;
-//   * earliest_ holds heap_[0]->when (as ns), or `none` when empty; it is a hint
+//   * every entry's `when` is to_ns(entry.node->when): nodes do not change their
+//     deadline while in a heap;
+//   * earliest_ holds heap_[0].when, or `none` when empty; it is a hint
 //     read without the lock by idle workers to compute their sleep timeout.
 #include <sluice/detail/timer.hpp>
 

@@ -56,8 +56,8 @@ class timer_heap {
   // Requires lock() held. Returns false if the node was not in this heap.
   bool remove_locked(timer_node* n) noexcept;
 
-  // Sets n->when under the lock: a worker that popped n earlier read it under
-  // this lock, so the write is ordered after that read.
+  // Sets n->when, then adds n. Under the lock, so the write is ordered after
+  // the reads of whoever last held the lock (a firing that read it).
   void add_locked(timer_node* n, clock::time_point when);
 
   void add(timer_node* n) {
@@ -100,7 +100,7 @@ class timer_heap {
   void sift_up(std::size_t i) noexcept;
   void sift_down(std::size_t i) noexcept;
   // The deadline is kept beside the pointer, so comparing children reads the
-  // heap's own lines (four entries to a cache line) and not four timer nodes
+  // heap's own lines (four entries are 64 bytes) and not four timer nodes
   // scattered over task frames: with 100,000 sleepers those were a cache miss
   // per child per level, and sift_down was the top of the timers profile.
   struct entry {
