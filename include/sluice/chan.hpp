@@ -75,12 +75,14 @@ class chan_state : public ref_counted {
     if (buf_ != nullptr) std::allocator<T>().deallocate(buf_, cap_);
   }
 
-  // The lock has a cache line of its own: a task spinning on it (another
-  // core's sender or receiver) then does not keep pulling away the line with
-  // the buffer's indices that the holder is updating. chan_mpmc spent 45% in
-  // lock_slow with the two on one line.
-  alignas(64) mutable spinlock mu;
-  alignas(64) wait_list recvq;
+  // 64 bytes of padding keep the lock off the line with the buffer's indices
+  // that the holder updates: a task spinning on the lock (another core's
+  // sender or receiver) then does not keep pulling that line away. chan_mpmc
+  // spent 45% in lock_slow with the two on one line. Padding rather than
+  // alignas(64), so a channel still comes from plain operator new.
+  mutable spinlock mu;
+  char lock_line_pad_[64];
+  wait_list recvq;
   wait_list sendq;
 
   std::size_t capacity() const noexcept { return cap_; }
