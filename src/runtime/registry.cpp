@@ -5,8 +5,9 @@ namespace sluice::detail {
 
 void registry::add(task_record* t, std::size_t worker_index) noexcept {
   // Consecutive ids go to different lists of the spawner's group.
+  const std::size_t groups = lists_.size() / lists_per_worker;
   const std::size_t index =
-      (worker_index % workers_) * lists_per_worker + (t->id % lists_per_worker);
+      (worker_index % groups) * lists_per_worker + (t->id % lists_per_worker);
   list& l = lists_[index];
   t->reg_list = static_cast<std::uint16_t>(index);
   l.mu.lock();

@@ -29,8 +29,7 @@ namespace sluice::detail {
 class registry {
  public:
   static constexpr std::size_t lists_per_worker = 16;
-  explicit registry(std::size_t workers)
-      : workers_(workers), lists_(workers * lists_per_worker) {}
+  explicit registry(std::size_t workers) : lists_(workers * lists_per_worker) {}
 
   // Records t, whose id and origin are already set, in a list of the group
   // of `worker_index` (the spawning worker; any index for other threads).
@@ -57,8 +56,7 @@ class registry {
     task_record* head = nullptr;
     std::size_t count = 0;
   };
-  std::size_t workers_;
-  std::vector<list> lists_;
+  std::vector<list> lists_;  // worker w's group: [w * lists_per_worker, (w + 1) * lists_per_worker)
 };
 
 }  // namespace sluice::detail
