@@ -78,7 +78,7 @@ class mutex_wait_queue {
 //
 // | state                 | lock()                  | unlock()                           |
 // |-----------------------|-------------------------|------------------------------------|
-// | free                  | takes it (one CAS)      | throws std::logic_error            |
+// | free                  | takes it (one fetch_or) | throws std::logic_error            |
 // | held, no waiters      | queues                  | frees it (one CAS)                 |
 // | held, normal mode     | queues                  | frees it, wakes the first waiter   |
 // | held, starvation mode | queues at the tail      | hands it to the first waiter       |
@@ -92,7 +92,7 @@ class mutex {
   // `defer mu.Unlock()` idiom.
   using guard = detail::basic_guard<mutex, false>;
 
-  // The awaitable of lock(). The uncontended path is one CAS in await_ready;
+  // The awaitable of lock(). The uncontended path is one fetch_or in await_ready;
   // a contended lock runs a small internal coroutine (inside the same task) that
   // parks and retries until it owns the mutex.
   class lock_awaiter {
@@ -103,9 +103,13 @@ class mutex {
     ~lock_awaiter() = default;
     bool await_ready() noexcept { return m_->try_lock_fast(); }
     [[gnu::noinline]] std::coroutine_handle<> await_suspend(std::coroutine_handle<> h);
-    guard await_resume();
+    guard await_resume() {
+      if (contended_.valid()) finish_contended();
+      return guard(m_);
+    }
 
    private:
+    void finish_contended();
     sluice::mutex* m_;
     task<void> contended_;  // the retry loop; owns its frame (destroyed with us)
   };
@@ -129,13 +133,16 @@ class mutex {
   // Throws std::logic_error if the mutex is not locked. Go: mu.Unlock().
   void unlock() {
     // Fast path: locked, no waiters, no flags. release: publishes the critical
-    // section to the next task that takes the lock with an acquire CAS.
-    std::uint64_t expected = locked;
-    if (state_.compare_exchange_strong(expected, 0, std::memory_order_release,
-                                       std::memory_order_relaxed)) {
+    // section to the next task that takes the lock with an acquire RMW.
+    // The load reads a line our lock just wrote, so it is nearly free, and it
+    // lets the slow path's CAS expect the right value when waiters are queued:
+    // freeing the lock then costs one CAS too, not a failed one and a second.
+    std::uint64_t s = state_.load(std::memory_order_relaxed);
+    if (s == locked && state_.compare_exchange_strong(s, 0, std::memory_order_release,
+                                                      std::memory_order_relaxed)) {
       return;
     }
-    unlock_slow(expected);
+    unlock_slow(s);
   }
 
  private:
@@ -150,20 +157,12 @@ class mutex {
   static constexpr std::uint64_t waiter_unit = 8;
 
   bool try_lock_fast() noexcept {
-    // acquire: pairs with the release of the previous holder's unlock.
-    std::uint64_t s = 0;
-    if (state_.compare_exchange_strong(s, locked, std::memory_order_acquire,
-                                       std::memory_order_relaxed)) {
-      return true;
-    }
-    // Free with queued waiters (normal mode): barge in, as Go does.
-    while ((s & (locked | starving)) == 0) {
-      if (state_.compare_exchange_weak(s, s | locked, std::memory_order_acquire,
-                                       std::memory_order_relaxed)) {
-        return true;
-      }
-    }
-    return false;
+    // One RMW whatever the waiter bits say: setting `locked` when it is already
+    // set changes nothing, and a clear `locked` means the mutex is free to take
+    // (starving implies locked, so a mutex reserved for a starving waiter is
+    // never taken here). Free with queued waiters is normal mode: barge in, as
+    // Go does. acquire: pairs with the release of the previous holder's unlock.
+    return (state_.fetch_or(locked, std::memory_order_acquire) & locked) == 0;
   }
   void unlock_slow(std::uint64_t s);
   void unlock_and_wake();

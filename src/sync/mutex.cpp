@@ -2,8 +2,9 @@
 //
 // mutex invariants (state_ bits: locked, woken, starving, waiter count):
 //   * the waiter count equals the number of nodes in waiters_; both change only
-//     under mu_ (the lock-free paths touch only `locked`, and only succeed from
-//     an exact expected value, so they never lose a concurrent count change);
+//     under mu_ (the lock-free paths touch only `locked`, by an atomic fetch_or
+//     or a CAS from an exact expected value, so they never lose a concurrent
+//     count change);
 //   * a waiter joins the queue and bumps the count in one critical section of
 //     mu_, and an unlock that sees the count > 0 takes mu_ before it looks at the
 //     queue: so a waiter is either seen by the unlock or sees the mutex free
@@ -224,9 +225,8 @@ std::coroutine_handle<> mutex::lock_awaiter::await_suspend(std::coroutine_handle
   return contended_.operator co_await().await_suspend(h);
 }
 
-mutex::guard mutex::lock_awaiter::await_resume() {
-  if (contended_.valid()) contended_.operator co_await().await_resume();  // rethrows its failure
-  return guard(m_);
+void mutex::lock_awaiter::finish_contended() {
+  contended_.operator co_await().await_resume();  // rethrows its failure
 }
 
 void detail::throw_empty_guard() {
