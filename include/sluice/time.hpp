@@ -19,9 +19,13 @@ class sleep_awaiter {
   sleep_awaiter(const sleep_awaiter&) = delete;
   sleep_awaiter& operator=(const sleep_awaiter&) = delete;
   ~sleep_awaiter() {
-    // Normally a no-op (the timer fired); removes it when the frame is destroyed
-    // while asleep (runtime shutdown).
-    if (node_.home.load(std::memory_order_acquire) != nullptr) detail::timer_heap::remove(&node_);
+    // Normally a no-op: the timer fired, and fire() touches nothing of ours
+    // after it scheduled us, so there is no firing to wait out under the heap's
+    // lock. Removes the timer when the frame is destroyed while asleep
+    // (runtime shutdown).
+    if (!node_.fired && node_.home.load(std::memory_order_acquire) != nullptr) {
+      detail::timer_heap::remove(&node_);
+    }
   }
   bool await_ready() noexcept {
     if (relative_) {
@@ -37,6 +41,9 @@ class sleep_awaiter {
  private:
   struct node : detail::timer_node {
     detail::task_record* task = nullptr;
+    // Set by fire() before it schedules the task; read by the task after it
+    // resumed (ordered by the scheduler's hand-over).
+    bool fired = false;
   };
   static void fire(detail::timer_node* n) noexcept;
   clock::time_point when_{};
@@ -47,6 +54,12 @@ class sleep_awaiter {
 
 // Suspends the current task for at least `d` (no-op for d <= 0).
 // Go: time.Sleep(d).
+//
+// Timer precision: a timer never fires early. It fires between tasks of its
+// worker when that worker is busy; when every worker is idle it can fire up to
+// 50 us late, because idle workers fire the timers due within 50 us of each
+// other together (Linux gives a thread's timed sleeps the same 50 us of slack by
+// default). Go's idle runtime rounds a sleep's wait up to a whole millisecond.
 inline sleep_awaiter sleep_for(clock::duration d) noexcept { return sleep_awaiter(d); }
 // Suspends the current task until `t`. Go: time.Sleep(time.Until(t)).
 inline sleep_awaiter sleep_until(clock::time_point t) noexcept { return sleep_awaiter(t); }

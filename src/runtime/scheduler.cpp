@@ -7,6 +7,7 @@
 
 #include <linux/futex.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -56,15 +57,26 @@ std::uint64_t xorshift(std::uint64_t& s) noexcept {
   return s;
 }
 
-// Time until the nearest timer of any worker, in ns; -1 for "no timer". An idle
-// worker sleeps no longer than that, so a timer whose worker is stuck in a long
-// task still fires on time (the idle worker runs it from run_due_timers).
-std::int64_t timer_timeout_ns(const std::vector<std::unique_ptr<worker>>& workers) noexcept {
+// Idle workers fire timers in batches: they sleep until the nearest deadline
+// plus this slack, so that the timers due within it are fired by one wake-up
+// instead of one wake-up (and one pass through park) each. It bounds how late a
+// timer fires when its worker is idle, on top of the wake-up latency; Linux puts
+// the same 50 us of slack on a thread's timed sleeps by default, and workers
+// set their own to 1 us (worker_main) so that the two do not add up. A busy
+// worker fires its due timers without slack, between tasks.
+constexpr std::int64_t timer_slack_ns = 50'000;
+// A worker that is not the timer watcher still wakes this long after the
+// nearest deadline, in case the watcher woke and is now busy in a long task.
+constexpr std::int64_t timer_backstop_ns = 1'000'000;
+
+// The nearest deadline of any worker's timers, in ns; timer_heap::none if none.
+// An idle worker sleeps no longer than that (plus slack), so a timer whose
+// worker is stuck in a long task still fires on time (the idle worker runs it
+// from run_due_timers).
+std::int64_t earliest_timer_ns(const std::vector<std::unique_ptr<worker>>& workers) noexcept {
   std::int64_t e = timer_heap::none;
   for (const auto& w : workers) e = std::min(e, w->timers.earliest_ns());
-  if (e == timer_heap::none) return -1;
-  const std::int64_t now = to_ns(clock::now());
-  return e > now ? e - now : 0;
+  return e;
 }
 
 void push_local(worker* w, task_record* t) noexcept {
@@ -338,14 +350,44 @@ void scheduler::park(worker* w) {
   if (was_spinning && nmspinning_.fetch_sub(1, std::memory_order_seq_cst) == 1) {
     recheck = recheck || any_local_work();
   }
+  bool watching = false;
   if (!recheck) {
-    const std::int64_t timeout = timer_timeout_ns(workers_);
+    // How long to sleep (ns; -1: until woken). With timers pending, one idle
+    // worker watches them and sleeps until the nearest deadline plus slack.
+    // Another idle worker sleeps that long only if its deadline is earlier
+    // than the watcher's (a timer added since the watcher went to sleep),
+    // otherwise until the backstop. The watcher's deadline may be read stale:
+    // the worst outcome is a second sleeper with the same deadline, or a
+    // timer fired at the backstop when a woken watcher then ran a long task.
+    std::int64_t timeout = -1;
+    const std::int64_t e = earliest_timer_ns(workers_);
+    if (e != timer_heap::none) {
+      const std::int64_t now = to_ns(clock::now());
+      const std::int64_t target = e > INT64_MAX - timer_slack_ns ? e : e + timer_slack_ns;
+      if (target <= now) {
+        timeout = 0;
+      } else if (!timer_watch_taken_.exchange(true, std::memory_order_acq_rel)) {
+        watching = true;
+        timer_watch_until_.store(target, std::memory_order_relaxed);
+        timeout = target - now;
+      } else if (target < timer_watch_until_.load(std::memory_order_relaxed)) {
+        timeout = target - now;
+      } else {
+        timeout = target - now > INT64_MAX - timer_backstop_ns ? target - now
+                                                                : target - now + timer_backstop_ns;
+      }
+    }
     if (poll) {
-      const int ms = timeout < 0 ? -1 : static_cast<int>((timeout + 999999) / 1000000);
+      const int ms = timeout < 0 ? -1 : static_cast<int>(std::min<std::int64_t>(
+                                            (timeout + 999999) / 1000000, INT32_MAX));
       if (w->notified.load(std::memory_order_acquire) == 0) netpoll(w, ms);
     } else if (timeout != 0) {
       futex_wait(&w->notified, 0, timeout);
     }
+  }
+  if (watching) {
+    timer_watch_until_.store(timer_heap::none, std::memory_order_relaxed);
+    timer_watch_taken_.store(false, std::memory_order_release);
   }
   if (poll) poller_taken_.store(false, std::memory_order_release);
 
@@ -451,6 +493,11 @@ void scheduler::execute(worker* w, task_record* t) {
 void scheduler::worker_main(worker* w) {
   set_current(w, nullptr);
   attach_frame_cache();
+  // Timed sleeps of this thread wake within 1 us of the deadline we ask for:
+  // the scheduler adds its own slack (timer_slack_ns). Restored on the way out,
+  // since worker 0 is the thread that called run().
+  const int old_slack = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
+  prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
   while (!stopping()) {
     task_record* t = find_runnable(w);
     if (t == nullptr) continue;
@@ -462,6 +509,7 @@ void scheduler::worker_main(worker* w) {
     nmspinning_.fetch_sub(1, std::memory_order_seq_cst);
   }
   detach_frame_cache();
+  if (old_slack > 0) prctl(PR_SET_TIMERSLACK, static_cast<unsigned long>(old_slack), 0, 0, 0);
   set_current(nullptr, nullptr);
 }
 

@@ -18,8 +18,12 @@
 //     seq_cst. One of the two always sees the other, so no wake-up is lost. A
 //     push to a worker's own local queue needs no such care: that worker runs
 //     it itself if nobody else does;
-//   * one idle worker blocks in epoll_wait (the netpoller), the others on a futex,
-//     each with the nearest timer of any worker as timeout.
+//   * one idle worker blocks in epoll_wait (the netpoller), the others on a futex;
+//   * timers: one idle worker at a time "watches" them, sleeping until the
+//     nearest deadline of any worker plus timer_slack (see park()); the others
+//     sleep until woken, or until a backstop well after that deadline in case
+//     the watcher got busy. So idle workers do not all wake for the same timer,
+//     and a stream of timers is fired in batches, not one wake-up each.
 #pragma once
 
 #include "registry.hpp"
@@ -132,6 +136,9 @@ class scheduler {
   spinlock idle_mu_;
   std::vector<worker*> idle_;
   std::atomic<bool> poller_taken_{false};
+  // The timer watcher's role and the time (ns) it sleeps until (none: nobody).
+  std::atomic<bool> timer_watch_taken_{false};
+  std::atomic<std::int64_t> timer_watch_until_{timer_heap::none};
   std::atomic<long> io_waiters_{0};
   std::atomic<bool> stopping_{false};
   std::atomic<std::uint64_t> id_blocks_{1};

@@ -13,12 +13,15 @@ void sleep_awaiter::await_suspend(std::coroutine_handle<> h) {
   node_.when = when_;
   node_.fire = &fire;
   node_.fire_locked = true;
+  node_.prefetch_hint = t;  // schedule() writes the record
   detail::prepare_park(t, h, detail::wait_reason::sleep);
   heap->add(&node_);  // publishes the parked task: touch nothing after this
 }
 
 void sleep_awaiter::fire(detail::timer_node* n) noexcept {
-  detail::schedule(static_cast<node*>(n)->task);
+  auto* sn = static_cast<node*>(n);
+  sn->fired = true;  // before schedule(): afterwards the frame may be gone
+  detail::schedule(sn->task);
 }
 
 void after_case::prepare() {

@@ -1,17 +1,18 @@
-// Per-worker 4-ary min-heap of timer_nodes.
+// Per-worker 8-ary min-heap of timer_nodes (layout: timer.hpp).
 //
 // Invariants (all under mu_):
-//   * node->heap == this  <=>  node is in heap_ at node->index;
+//   * node->heap == this  <=>  node is in the heap at logical index node->index
+//     (heap_[index + pad]; heap_'s first `pad` entries are never used);
 //   * every entry's `when` is to_ns(entry.node->when): nodes do not change their
 //     deadline while in a heap;
-//   * earliest_ holds heap_[0].when, or `none` when empty; it is a hint
+//   * earliest_ holds the root's `when`, or `none` when empty; it is a hint
 //     read without the lock by idle workers to compute their sleep timeout.
 #include <sluice/detail/timer.hpp>
 
 namespace sluice::detail {
 
 void timer_heap::update_earliest() noexcept {
-  earliest_.store(heap_.empty() ? none : heap_[0].when, std::memory_order_release);
+  earliest_.store(count() == 0 ? none : at(0).when, std::memory_order_release);
 }
 
 void timer_heap::add_locked(timer_node* n, clock::time_point when) {
@@ -21,10 +22,10 @@ void timer_heap::add_locked(timer_node* n, clock::time_point when) {
 
 void timer_heap::add_locked(timer_node* n) {
   heap_.push_back(entry{to_ns(n->when), n});
-  place(heap_.size() - 1, heap_.back());
+  place(count() - 1, heap_.back());
   n->heap.store(this, std::memory_order_relaxed);
   n->home.store(this, std::memory_order_release);
-  sift_up(heap_.size() - 1);
+  sift_up(count() - 1);
   update_earliest();
 }
 
@@ -35,7 +36,7 @@ bool timer_heap::remove_locked(timer_node* n) noexcept {
   heap_.pop_back();
   n->heap.store(nullptr, std::memory_order_relaxed);
   n->index = -1;
-  if (i < heap_.size()) {
+  if (i < count()) {
     place(i, last);
     sift_up(i);
     sift_down(static_cast<std::size_t>(last.node->index));
@@ -60,61 +61,70 @@ bool timer_heap::remove(timer_node* n) noexcept {
 }
 
 void timer_heap::sift_up(std::size_t i) noexcept {
-  const entry n = heap_[i];
+  const entry n = at(i);
   while (i > 0) {
-    const std::size_t parent = (i - 1) / 4;
-    if (heap_[parent].when <= n.when) break;
-    place(i, heap_[parent]);
+    const std::size_t parent = (i - 1) / arity;
+    if (at(parent).when <= n.when) break;
+    place(i, at(parent));
     i = parent;
   }
   place(i, n);
 }
 
 void timer_heap::sift_down(std::size_t i) noexcept {
-  const entry n = heap_[i];
-  const std::size_t size = heap_.size();
+  const entry n = at(i);
+  const std::size_t size = count();
   for (;;) {
-    const std::size_t first = i * 4 + 1;
+    const std::size_t first = i * arity + 1;
     if (first >= size) break;
     std::size_t best = first;
-    const std::size_t end = first + 4 < size ? first + 4 : size;
+    const std::size_t end = first + arity < size ? first + arity : size;
     for (std::size_t c = first + 1; c < end; ++c) {
-      if (heap_[c].when < heap_[best].when) best = c;
+      if (at(c).when < at(best).when) best = c;
     }
-    if (n.when <= heap_[best].when) break;
-    place(i, heap_[best]);
+    if (n.when <= at(best).when) break;
+    place(i, at(best));
     i = best;
   }
   place(i, n);
 }
 
 std::size_t timer_heap::run_expired_locked(clock::time_point now) {
-  std::size_t fired = 0;
-  // Unlocked-mode callbacks run after the lock is released: they take other
-  // locks (a context's, a channel's) and select may hold those while it takes
-  // this one. A small fixed batch keeps this allocation-free.
-  timer_node* deferred[32];
-  std::size_t ndeferred = 0;
+  // Collect a batch of due nodes, then prefetch what their callbacks will
+  // write, then fire them: the nodes and the task records behind them were
+  // last touched long ago, and one miss after another was most of the cost of
+  // firing. Unlocked-mode callbacks run after the lock is released: they take
+  // other locks (a context's, a channel's) and select may hold those while it
+  // takes this one. A small fixed batch keeps this allocation-free.
+  constexpr std::size_t batch = 32;
+  timer_node* due[batch];
+  std::size_t ndue = 0;
   const std::int64_t now_ns = to_ns(now);
-  while (!heap_.empty() && heap_[0].when <= now_ns && ndeferred < 32) {
-    timer_node* n = heap_[0].node;
+  while (ndue < batch && count() != 0 && at(0).when <= now_ns) {
+    timer_node* n = at(0).node;
     remove_locked(n);
-    ++fired;
+    if (n->prefetch_hint != nullptr) __builtin_prefetch(n->prefetch_hint, 1);
+    due[ndue++] = n;
+  }
+  std::size_t ndeferred = 0;
+  for (std::size_t i = 0; i < ndue; ++i) {
+    timer_node* n = due[i];
     if (n->fire_locked) {
       n->fire(n);
     } else {
-      deferred[ndeferred++] = n;
+      due[ndeferred++] = n;  // compacts the unlocked ones to the front, in order
     }
   }
   mu_.unlock();
-  for (std::size_t i = 0; i < ndeferred; ++i) deferred[i]->fire(deferred[i]);
-  return fired;
+  for (std::size_t i = 0; i < ndeferred; ++i) due[i]->fire(due[i]);
+  return ndue;
 }
 
 void timer_heap::clear() {
   mu_.lock();
-  std::vector<entry> left;
+  std::vector<entry, line_allocator<entry>> left(pad);
   left.swap(heap_);
+  left.erase(left.begin(), left.begin() + pad);
   for (const entry& e : left) {
     e.node->heap.store(nullptr, std::memory_order_relaxed);
     e.node->home.store(nullptr, std::memory_order_relaxed);  // this heap is going away

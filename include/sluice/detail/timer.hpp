@@ -1,4 +1,5 @@
-// Internal: per-worker timer heaps (Go >= 1.14 keeps one 4-ary heap per P).
+// Internal: per-worker timer heaps (Go >= 1.14 keeps one 4-ary heap per P; ours
+// is 8-ary, see timer_heap).
 //
 // A timer_node is intrusive: it lives in the frame or object that waits. Two
 // firing modes:
@@ -18,7 +19,9 @@
 #include <sluice/detail/spinlock.hpp>
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
+#include <new>
 #include <vector>
 
 namespace sluice::detail {
@@ -33,6 +36,10 @@ struct timer_node {
   // fire() so their owner can release what it holds.
   fire_fn drop = nullptr;
   bool fire_locked = true;
+  // Optional: a line the fire callback will write (a sleeping task's record).
+  // A heap that fires a batch prefetches it for every node first, so that those
+  // cache misses overlap instead of being paid one after another.
+  void* prefetch_hint = nullptr;
   // Which heap holds the node, or nullptr. Written under that heap's lock; read
   // without it only as a hint, then re-checked under the lock.
   std::atomic<timer_heap*> heap{nullptr};
@@ -43,9 +50,13 @@ struct timer_node {
   std::int32_t index = -1;
 };
 
+// A min-heap keyed by deadline, 8-ary and laid out so that the eight children
+// of a node fill two whole cache lines: a sift reads two lines per level, and
+// 100,000 timers are 6 levels deep instead of 9 (fewer levels also means fewer
+// nodes whose `index` a sift rewrites, each a miss in some task's frame).
 class timer_heap {
  public:
-  timer_heap() = default;
+  timer_heap() { heap_.resize(pad); }
   timer_heap(const timer_heap&) = delete;
   timer_heap& operator=(const timer_heap&) = delete;
 
@@ -91,7 +102,7 @@ class timer_heap {
   std::int64_t earliest_ns() const noexcept { return earliest_.load(std::memory_order_acquire); }
   static constexpr std::int64_t none = INT64_MAX;
 
-  std::size_t size_locked() const noexcept { return heap_.size(); }
+  std::size_t size_locked() const noexcept { return heap_.size() - pad; }
 
   // Shutdown: empties the heap, calling drop() on the nodes that have it.
   void clear();
@@ -107,8 +118,27 @@ class timer_heap {
     std::int64_t when;
     timer_node* node;
   };
+  static constexpr std::size_t arity = 8;
+  // Logical index i lives at heap_[i + pad]: the children of i (8i+1 .. 8i+8)
+  // then start at a 64-byte boundary, given 64-byte aligned storage.
+  static constexpr std::size_t pad = 3;
+  static_assert(sizeof(entry) == 16 && (1 + pad) * sizeof(entry) % 64 == 0);
+  template <class T>
+  struct line_allocator {
+    using value_type = T;
+    line_allocator() = default;
+    template <class U>
+    line_allocator(const line_allocator<U>&) noexcept {}
+    T* allocate(std::size_t n) {
+      return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{64}));
+    }
+    void deallocate(T* p, std::size_t) noexcept { ::operator delete(p, std::align_val_t{64}); }
+    friend bool operator==(line_allocator, line_allocator) noexcept { return true; }
+  };
+  entry& at(std::size_t i) noexcept { return heap_[i + pad]; }
+  std::size_t count() const noexcept { return heap_.size() - pad; }
   void place(std::size_t i, entry e) noexcept {
-    heap_[i] = e;
+    at(i) = e;
     e.node->index = static_cast<std::int32_t>(i);
   }
   void update_earliest() noexcept;
@@ -116,7 +146,7 @@ class timer_heap {
   std::size_t run_expired_locked(clock::time_point now);
 
   spinlock mu_;
-  std::vector<entry> heap_;
+  std::vector<entry, line_allocator<entry>> heap_;
   std::atomic<std::int64_t> earliest_{none};
 };
 
