@@ -134,9 +134,10 @@ class mutex {
   void unlock() {
     // Fast path: locked, no waiters, no flags. release: publishes the critical
     // section to the next task that takes the lock with an acquire RMW.
-    // The load reads a line our lock just wrote, so it is nearly free, and it
-    // lets the slow path's CAS expect the right value when waiters are queued:
-    // freeing the lock then costs one CAS too, not a failed one and a second.
+    // The load reads a line our lock wrote (nearly free unless other lockers
+    // took it since), and it lets the slow path's CAS expect the right value
+    // when waiters are queued: freeing the lock while a woken waiter is on its
+    // way then costs one CAS, not a failed one and a second.
     std::uint64_t s = state_.load(std::memory_order_relaxed);
     if (s == locked && state_.compare_exchange_strong(s, 0, std::memory_order_release,
                                                       std::memory_order_relaxed)) {

@@ -56,10 +56,11 @@ class sleep_awaiter {
 // Go: time.Sleep(d).
 //
 // Timer precision: a timer never fires early. It fires between tasks of its
-// worker when that worker is busy; when every worker is idle it can fire up to
-// 50 us late, because idle workers fire the timers due within 50 us of each
-// other together (Linux gives a thread's timed sleeps the same 50 us of slack by
-// default). Go's idle runtime rounds a sleep's wait up to a whole millisecond.
+// worker when that worker is busy; when a worker is idle and not polling file
+// descriptors it fires up to about 50 us late, because idle workers fire the
+// timers due within 50 us of each other together (Linux gives a thread's timed
+// sleeps the same 50 us of slack by default). An idle worker that waits in
+// epoll_wait rounds its wait up to a whole millisecond, as Go 1.19's does.
 inline sleep_awaiter sleep_for(clock::duration d) noexcept { return sleep_awaiter(d); }
 // Suspends the current task until `t`. Go: time.Sleep(time.Until(t)).
 inline sleep_awaiter sleep_until(clock::time_point t) noexcept { return sleep_awaiter(t); }

@@ -70,9 +70,9 @@ constexpr std::int64_t timer_slack_ns = 50'000;
 constexpr std::int64_t timer_backstop_ns = 1'000'000;
 
 // The nearest deadline of any worker's timers, in ns; timer_heap::none if none.
-// An idle worker sleeps no longer than that (plus slack), so a timer whose
-// worker is stuck in a long task still fires on time (the idle worker runs it
-// from run_due_timers).
+// The timer watcher sleeps until that plus slack (see park()), so a timer whose
+// worker is stuck in a long task still fires on time: the watcher runs it from
+// run_due_timers.
 std::int64_t earliest_timer_ns(const std::vector<std::unique_ptr<worker>>& workers) noexcept {
   std::int64_t e = timer_heap::none;
   for (const auto& w : workers) e = std::min(e, w->timers.earliest_ns());
@@ -353,7 +353,8 @@ void scheduler::park(worker* w) {
   bool watching = false;
   if (!recheck) {
     // How long to sleep (ns; -1: until woken). With timers pending, one idle
-    // worker watches them and sleeps until the nearest deadline plus slack.
+    // worker (never the poller) watches them and sleeps until the nearest
+    // deadline plus slack.
     // Another idle worker sleeps that long only if its deadline is earlier
     // than the watcher's (a timer added since the watcher went to sleep),
     // otherwise until the backstop. The watcher's deadline may be read stale:
@@ -366,7 +367,9 @@ void scheduler::park(worker* w) {
       const std::int64_t target = e > INT64_MAX - timer_slack_ns ? e : e + timer_slack_ns;
       if (target <= now) {
         timeout = 0;
-      } else if (!timer_watch_taken_.exchange(true, std::memory_order_acq_rel)) {
+      } else if (!poll && !timer_watch_taken_.exchange(true, std::memory_order_acq_rel)) {
+        // Not the poller: epoll_wait's timeout is in whole milliseconds, so it
+        // would make every timer up to 1 ms late; a futex sleep is to the us.
         watching = true;
         timer_watch_until_.store(target, std::memory_order_relaxed);
         timeout = target - now;
@@ -435,7 +438,8 @@ task_record* scheduler::find_runnable(worker* w) {
     if (stopping()) return nullptr;
     // Timers are checked every few rounds and whenever the local queue runs dry,
     // not every round: reading the clock is the dominant cost of a round on
-    // some VMs. A busy worker delays a due timer by at most 8 task slices.
+    // some VMs. A busy worker delays a due timer by at most 8 task slices (it
+    // then fires every timer that is due, in batches of 32).
     if (w->tick % 8 == 0 || (w->local.empty() && w->run_next.load(std::memory_order_relaxed) == nullptr)) {
       run_due_timers(w, w->tick % 61 == 0);
     }

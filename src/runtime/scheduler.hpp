@@ -19,11 +19,16 @@
 //     push to a worker's own local queue needs no such care: that worker runs
 //     it itself if nobody else does;
 //   * one idle worker blocks in epoll_wait (the netpoller), the others on a futex;
-//   * timers: one idle worker at a time "watches" them, sleeping until the
-//     nearest deadline of any worker plus timer_slack (see park()); the others
-//     sleep until woken, or until a backstop well after that deadline in case
-//     the watcher got busy. So idle workers do not all wake for the same timer,
-//     and a stream of timers is fired in batches, not one wake-up each.
+//   * timers: one idle worker at a time (not the poller) "watches" them,
+//     sleeping until the nearest deadline of any worker plus timer_slack (see
+//     park()); the others sleep until woken, until their own nearest deadline
+//     plus slack if it is earlier than the watcher's, or else until a backstop
+//     1 ms later, in case the watcher got busy. So idle workers do not all wake
+//     for the same timer, and a stream of timers fires in batches, not one
+//     wake-up each. Not handled (as before the watcher): a task that adds an
+//     earlier timer and then keeps its worker busy wakes nobody; that timer
+//     waits for the watcher's deadline, the backstop, or its worker's next
+//     check between tasks. Go wakes its netpoller for that case.
 #pragma once
 
 #include "registry.hpp"

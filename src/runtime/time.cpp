@@ -14,6 +14,7 @@ void sleep_awaiter::await_suspend(std::coroutine_handle<> h) {
   node_.fire = &fire;
   node_.fire_locked = true;
   node_.prefetch_hint = t;  // schedule() writes the record
+  node_.fired = false;      // the same awaiter may be awaited again
   detail::prepare_park(t, h, detail::wait_reason::sleep);
   heap->add(&node_);  // publishes the parked task: touch nothing after this
 }

@@ -96,33 +96,40 @@ std::size_t timer_heap::run_expired_locked(clock::time_point now) {
   // firing. Unlocked-mode callbacks run after the lock is released: they take
   // other locks (a context's, a channel's) and select may hold those while it
   // takes this one. A small fixed batch keeps this allocation-free.
+  // Batches repeat (re-taking the lock) until nothing due is left.
   constexpr std::size_t batch = 32;
-  timer_node* due[batch];
-  std::size_t ndue = 0;
   const std::int64_t now_ns = to_ns(now);
-  while (ndue < batch && count() != 0 && at(0).when <= now_ns) {
-    timer_node* n = at(0).node;
-    remove_locked(n);
-    if (n->prefetch_hint != nullptr) __builtin_prefetch(n->prefetch_hint, 1);
-    due[ndue++] = n;
-  }
-  std::size_t ndeferred = 0;
-  for (std::size_t i = 0; i < ndue; ++i) {
-    timer_node* n = due[i];
-    if (n->fire_locked) {
-      n->fire(n);
-    } else {
-      due[ndeferred++] = n;  // compacts the unlocked ones to the front, in order
+  std::size_t fired = 0;
+  for (;;) {
+    timer_node* due[batch];
+    std::size_t ndue = 0;
+    while (ndue < batch && count() != 0 && at(0).when <= now_ns) {
+      timer_node* n = at(0).node;
+      remove_locked(n);
+      if (n->prefetch_hint != nullptr) __builtin_prefetch(n->prefetch_hint, 1);
+      due[ndue++] = n;
     }
+    std::size_t ndeferred = 0;
+    for (std::size_t i = 0; i < ndue; ++i) {
+      timer_node* n = due[i];
+      if (n->fire_locked) {
+        n->fire(n);
+      } else {
+        due[ndeferred++] = n;  // compacts the unlocked ones to the front, in order
+      }
+    }
+    const bool more = ndue == batch && count() != 0 && at(0).when <= now_ns;
+    mu_.unlock();
+    for (std::size_t i = 0; i < ndeferred; ++i) due[i]->fire(due[i]);
+    fired += ndue;
+    if (!more) return fired;
+    mu_.lock();
   }
-  mu_.unlock();
-  for (std::size_t i = 0; i < ndeferred; ++i) due[i]->fire(due[i]);
-  return ndue;
 }
 
 void timer_heap::clear() {
+  std::vector<entry, line_allocator<entry>> left(pad);  // allocated before locking
   mu_.lock();
-  std::vector<entry, line_allocator<entry>> left(pad);
   left.swap(heap_);
   left.erase(left.begin(), left.begin() + pad);
   for (const entry& e : left) {

@@ -22,7 +22,8 @@
 //     own use is over, as with std::mutex.
 //
 // Interleavings of the lock-free paths with the locked ones (all settled by
-// CAS on state_, which fails and retries whenever another party changed it):
+// atomic RMWs on state_: lock's fetch_or, and CASes that fail and retry
+// whenever another party changed the value):
 //   * an unlock racing a waiter that queues: either the waiter's CAS (count+1)
 //     comes first and the unlock sees the count and takes mu_ (where the waiter
 //     is already queued), or the unlock's CAS comes first and the waiter sees
@@ -259,7 +260,8 @@ void mutex::unlock_and_wake() {
   mu_.lock();
   // While we hold the lock and mu_, nobody else changes state_: the waiter
   // count and starving change under mu_, woken is set only by an unlock, and
-  // lock-free lock attempts fail without writing. The CAS loops are for form.
+  // a lock-free lock attempt on the held mutex rewrites the same value. The
+  // CAS loops are for form.
   std::uint64_t s = state_.load(std::memory_order_relaxed);
   detail::wait_node* n = waiters_.claim_front();
   if (n == nullptr) {

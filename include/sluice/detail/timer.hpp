@@ -86,7 +86,7 @@ class timer_heap {
   // never added). When it returns, no fire_locked callback for n is running.
   static bool remove(timer_node* n) noexcept;
 
-  // Runs every timer due at `now`. Returns the number fired.
+  // Runs every timer due at `now` (in batches of 32). Returns the number fired.
   std::size_t run_expired(clock::time_point now) {
     mu_.lock();
     return run_expired_locked(now);
@@ -111,9 +111,9 @@ class timer_heap {
   void sift_up(std::size_t i) noexcept;
   void sift_down(std::size_t i) noexcept;
   // The deadline is kept beside the pointer, so comparing children reads the
-  // heap's own lines (four entries are 64 bytes) and not four timer nodes
-  // scattered over task frames: with 100,000 sleepers those were a cache miss
-  // per child per level, and sift_down was the top of the timers profile.
+  // heap's own lines (eight entries are two cache lines) and not eight timer
+  // nodes scattered over task frames: with 100,000 sleepers those were a cache
+  // miss per child per level, and sift_down was the top of the timers profile.
   struct entry {
     std::int64_t when;
     timer_node* node;
