@@ -103,6 +103,30 @@ TEST(Sleep, ConcurrentSleepersWakeIndependently) {
   });
 }
 
+TEST(Sleep, AwaiterAwaitedTwiceIsRemovedWhenDestroyedInItsSecondSleep) {
+  // The first sleep fires; the second is still pending when main returns, so
+  // shutdown destroys the frame mid-sleep. Its timer must leave the heap then
+  // (under ASan, a node left behind is a use-after-free when the heaps clear).
+  static std::atomic<bool> destroyed{false};
+  destroyed = false;
+  struct sentinel {
+    ~sentinel() { destroyed.store(true); }
+  };
+  sl::run([]() -> sl::task<void> {
+    sl::chan<int> first_done(1);
+    sl::go([](sl::chan<int> c) -> sl::task<void> {
+      sentinel s;
+      auto nap = sl::sleep_for(250ms);
+      co_await nap;
+      co_await c.send(1);
+      co_await nap;  // the same awaiter again: 250 ms more, cut short by shutdown
+      ADD_FAILURE() << "the second sleep was not cut short by the runtime's shutdown";
+    }, first_done);
+    EXPECT_EQ(co_await first_done.recv(), 1);
+  });
+  EXPECT_TRUE(destroyed.load());
+}
+
 // ---- ticker --------------------------------------------------------------------------
 
 TEST(Ticker, TicksArriveNoEarlierThanEachPeriod) {
