@@ -64,10 +64,10 @@ std::uint64_t xorshift(std::uint64_t& s) noexcept {
 // the same 50 us of slack on a thread's timed sleeps by default, and workers
 // set their own to 1 us (worker_main) so that the two do not add up. A busy
 // worker fires its due timers without slack, between tasks.
-constexpr std::int64_t timer_slack_ns = 50'000;
+constexpr clock::duration timer_slack = std::chrono::microseconds(50);
 // A worker that is not the timer watcher still wakes this long after the
 // nearest deadline, in case the watcher woke and is now busy in a long task.
-constexpr std::int64_t timer_backstop_ns = 1'000'000;
+constexpr clock::duration timer_backstop = std::chrono::milliseconds(1);
 
 // The nearest deadline of any worker's timers, in ns; timer_heap::none if none.
 // The timer watcher sleeps until that plus slack (see park()), so a timer whose
@@ -354,8 +354,7 @@ void scheduler::park(worker* w) {
   if (!recheck) {
     // How long to sleep (ns; -1: until woken). With timers pending, one idle
     // worker (never the poller) watches them and sleeps until the nearest
-    // deadline plus slack.
-    // Another idle worker sleeps that long only if its deadline is earlier
+    // deadline plus slack. Another idle worker sleeps that long only if its deadline is earlier
     // than the watcher's (a timer added since the watcher went to sleep),
     // otherwise until the backstop. The watcher's deadline may be read stale:
     // the worst outcome is a second sleeper with the same deadline, or a
@@ -363,21 +362,25 @@ void scheduler::park(worker* w) {
     std::int64_t timeout = -1;
     const std::int64_t e = earliest_timer_ns(workers_);
     if (e != timer_heap::none) {
-      const std::int64_t now = to_ns(clock::now());
-      const std::int64_t target = e > INT64_MAX - timer_slack_ns ? e : e + timer_slack_ns;
+      const clock::time_point now = clock::now();
+      const clock::time_point target = saturating_add(
+          clock::time_point(std::chrono::duration_cast<clock::duration>(std::chrono::nanoseconds(e))),
+          timer_slack);
+      const auto ns_until = [now](clock::time_point t) {
+        return std::chrono::duration_cast<std::chrono::nanoseconds>(t - now).count();
+      };
       if (target <= now) {
         timeout = 0;
       } else if (!poll && !timer_watch_taken_.exchange(true, std::memory_order_acq_rel)) {
         // Not the poller: epoll_wait's timeout is in whole milliseconds, so it
         // would make every timer up to 1 ms late; a futex sleep is to the us.
         watching = true;
-        timer_watch_until_.store(target, std::memory_order_relaxed);
-        timeout = target - now;
-      } else if (target < timer_watch_until_.load(std::memory_order_relaxed)) {
-        timeout = target - now;
+        timer_watch_until_.store(to_ns(target), std::memory_order_relaxed);
+        timeout = ns_until(target);
+      } else if (to_ns(target) < timer_watch_until_.load(std::memory_order_relaxed)) {
+        timeout = ns_until(target);
       } else {
-        timeout = target - now > INT64_MAX - timer_backstop_ns ? target - now
-                                                                : target - now + timer_backstop_ns;
+        timeout = ns_until(saturating_add(target, timer_backstop));
       }
     }
     if (poll) {
@@ -498,7 +501,7 @@ void scheduler::worker_main(worker* w) {
   set_current(w, nullptr);
   attach_frame_cache();
   // Timed sleeps of this thread wake within 1 us of the deadline we ask for:
-  // the scheduler adds its own slack (timer_slack_ns). Restored on the way out,
+  // the scheduler adds its own slack (timer_slack). Restored on the way out,
   // since worker 0 is the thread that called run().
   const int old_slack = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
   prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
